@@ -1,0 +1,102 @@
+"""The model deployment: replicas that hold ONNX Runtime models, multiplexed by model id.
+
+A request names its model with `handle.options(multiplexed_model_id=...)`; Ray routes it to a
+replica that already has that model loaded when one exists. Each replica keeps the most
+recently used models (LRU, size from settings) and loads a missing one from its artifact.
+Inference runs in a worker thread, so the replica's event loop keeps accepting requests while
+a model loads or runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from ray import serve
+
+from service.registry import Registry
+from service.runtime import DEFAULT_TEMPLATE, LoadedModel, load_model
+
+log = logging.getLogger("ray.serve")
+
+
+def bind_replica_grpc_to_node_ip() -> None:
+    """Make this replica's inter-deployment gRPC server listen on the node's address only.
+
+    Ray Serve 2.60 binds it to ``[::]:0``, every interface, unauthenticated, with no setting to
+    change it. Routers dial the replica at its node address, which is 127.0.0.1 on a local Ray
+    (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0) and the pod IP on a cluster, so binding exactly that
+    address changes nothing for them. Call from a deployment's constructor: Serve starts that
+    server after the constructor returns.
+    """
+    import ray
+    from ray.serve._private import replica
+
+    original = replica.add_port_to_grpc_server
+    if getattr(original, "_tuneserve_bound", False):
+        return
+    node_ip = ray.util.get_node_ip_address()
+    host = f"[{node_ip}]" if ":" in node_ip else node_ip
+
+    def add_port(server, address: str):
+        if address.startswith("[::]:"):
+            address = f"{host}:{address.rsplit(':', 1)[1]}"
+        return original(server, address)
+
+    add_port._tuneserve_bound = True  # type: ignore[attr-defined]
+    replica.add_port_to_grpc_server = add_port
+
+
+@serve.deployment(name="models")
+class ModelServer:
+    def __init__(
+        self,
+        home: str,
+        base_model: str,
+        *,
+        threads: int = 1,
+        max_models: int = 4,
+        max_batch_tokens: int = 4096,
+    ):
+        bind_replica_grpc_to_node_ip()
+        self.registry = Registry(Path(home), base_model)
+        self.threads = threads
+        self.max_batch_tokens = max_batch_tokens
+
+        # The LRU size comes from settings, so the multiplexed loader is wired up here rather
+        # than with a decorator on the class (Ray detects it on the instance).
+        async def load(model_id: str) -> LoadedModel:
+            return await self._load(model_id)
+
+        self.get_model = serve.multiplexed(max_num_models_per_replica=max_models)(load)
+
+    async def _load(self, model_id: str) -> LoadedModel:
+        resolved = self.registry.resolve(model_id)
+        log.info("loading model %s from %s", model_id, resolved.folder)
+        return await asyncio.to_thread(
+            load_model,
+            resolved.folder,
+            threads=self.threads,
+            max_batch_tokens=self.max_batch_tokens,
+        )
+
+    async def _model(self) -> LoadedModel:
+        return await self.get_model(serve.get_multiplexed_model_id())
+
+    async def ready(self) -> bool:
+        """Load the request's model (the base, from /readyz) and say it is ready."""
+        await self._model()
+        return True
+
+    async def classify(
+        self, texts: list[str], labels: list[str] | None, template: str | None
+    ) -> list[dict]:
+        model = await self._model()
+        return await asyncio.to_thread(
+            model.classify, texts, labels, template or DEFAULT_TEMPLATE  # type: ignore[attr-defined]
+        )
+
+    async def answer(self, pairs: list[tuple[str, str]]) -> list[dict]:
+        model = await self._model()
+        return await asyncio.to_thread(model.answer, pairs)  # type: ignore[attr-defined]

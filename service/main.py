@@ -1,0 +1,36 @@
+"""The Ray Serve application builder: `import_path: service.main:build_app` in
+deploy/serve_config.yaml, and what `tuneserve run` deploys."""
+
+from __future__ import annotations
+
+from ray.serve import Application
+
+from service.api import Ingress
+from service.deployments import ModelServer
+from service.settings import Settings
+
+
+def build_app(args: dict | None = None) -> Application:
+    """Build the application from `args` (serve_config.yaml's `args`), over TUNESERVE_* env."""
+    settings = Settings(**(args or {}))
+    models = ModelServer.options(
+        num_replicas=settings.model_replicas,
+        ray_actor_options={"num_cpus": settings.model_replica_cpus},
+    ).bind(
+        str(settings.home),
+        settings.base_model,
+        threads=settings.ort_threads,
+        max_models=settings.max_models_per_replica,
+        max_batch_tokens=settings.max_batch_tokens,
+    )
+    return Ingress.options(ray_actor_options={"num_cpus": 0}).bind(
+        models, str(settings.home), settings.base_model
+    )
+
+
+def deploy(settings: Settings, *, name: str = "tuneserve", route_prefix: str = "/") -> None:
+    """Start Serve's HTTP proxy on the configured address and deploy the application."""
+    from ray import serve
+
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.run(build_app(settings.app_args()), name=name, route_prefix=route_prefix, blocking=False)

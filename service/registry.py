@@ -1,0 +1,127 @@
+"""Which models exist and what they serve; `base` is a named sentinel for the base encoder.
+
+The registry reads the model store (`training.artifacts`). A manifest is cached by its file's
+modification time, so a new or replaced model is seen on the next request without a redeploy.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.errors import InvalidRequest, ModelNotFound, WrongTask
+from service.schemas import Endpoint, ModelView
+from training import artifacts
+from training.artifacts import Manifest
+
+# The id every client may use for the deployment's base encoder, whatever its stored id.
+BASE_MODEL_ID = "base"
+
+# Which endpoints a model's head serves. An encoder serves both, zero-shot.
+ENDPOINTS: dict[str, list[Endpoint]] = {
+    "feature-extraction": ["text-classification", "extractive-qa"],
+    "text-classification": ["text-classification"],
+    "extractive-qa": ["extractive-qa"],
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model as a request sees it: the id it asked for, and where the artifact lives."""
+
+    id: str
+    folder: Path
+    manifest: Manifest
+
+    @property
+    def zero_shot(self) -> bool:
+        return self.manifest.task == "feature-extraction"
+
+
+class Registry:
+    def __init__(self, home: str | Path, base_model: str = BASE_MODEL_ID):
+        self.home = Path(home)
+        self.base_model = base_model
+        self._cache: dict[Path, tuple[float, Manifest]] = {}
+
+    def _stored_id(self, model_id: str) -> str:
+        return self.base_model if model_id == BASE_MODEL_ID else model_id
+
+    def _manifest(self, folder: Path) -> Manifest | None:
+        path = folder / artifacts.MANIFEST
+        try:
+            mtime = os.stat(path).st_mtime
+        except OSError:
+            return None
+        cached = self._cache.get(folder)
+        if cached and cached[0] == mtime:
+            return cached[1]
+        manifest = artifacts.read_manifest(folder)
+        self._cache[folder] = (mtime, manifest)
+        return manifest
+
+    def resolve(self, model_id: str) -> ResolvedModel:
+        """The model named `model_id`, or ModelNotFound saying which ids exist."""
+        stored = self._stored_id(model_id)
+        try:
+            folder = artifacts.model_dir(self.home, stored)
+        except ValueError as exc:
+            raise ModelNotFound(str(exc), param="model") from None
+        manifest = self._manifest(folder)
+        if manifest is None:
+            known = ", ".join(sorted(m.id for m in self.list())) or "none"
+            raise ModelNotFound(
+                f"model {model_id!r} does not exist; available models: {known} "
+                "(GET /v1/models lists them)",
+                param="model",
+            )
+        return ResolvedModel(id=model_id, folder=folder, manifest=manifest)
+
+    def list(self) -> list[Manifest]:
+        found = []
+        for manifest in artifacts.list_manifests(self.home):
+            if manifest.id == self.base_model:
+                manifest = manifest.model_copy(update={"id": BASE_MODEL_ID})
+            found.append(manifest)
+        return sorted(found, key=lambda m: (m.id != BASE_MODEL_ID, m.id))
+
+    def for_endpoint(
+        self, model_id: str, endpoint: Endpoint, *, labels: list[str] | None = None
+    ) -> ResolvedModel:
+        """Resolve a model for an endpoint; refuse a task mismatch or a misuse of `labels`."""
+        model = self.resolve(model_id)
+        served = ENDPOINTS.get(model.manifest.task, [])
+        if endpoint not in served:
+            raise WrongTask(
+                f"model {model_id!r} is a {model.manifest.task} model and cannot serve "
+                f"{endpoint}; use a model whose task is {endpoint}",
+                param="model",
+            )
+        if endpoint == "text-classification":
+            if model.zero_shot and labels is None:
+                raise InvalidRequest(
+                    f"model {model_id!r} is a base encoder: classification with it is zero-shot "
+                    "and needs `labels`, the candidate labels (2-32)",
+                    param="labels",
+                )
+            if not model.zero_shot and labels is not None:
+                raise InvalidRequest(
+                    f"model {model_id!r} was fine-tuned with its own labels "
+                    f"{model.manifest.labels}; remove `labels` from the request",
+                    param="labels",
+                )
+        return model
+
+
+def view(manifest: Manifest) -> ModelView:
+    return ModelView(
+        id=manifest.id,
+        task=manifest.task,
+        endpoints=ENDPOINTS.get(manifest.task, []),
+        zero_shot=manifest.task == "feature-extraction",
+        base=manifest.base,
+        labels=manifest.labels,
+        precision=manifest.precision,
+        created_at=manifest.created_at,
+    )

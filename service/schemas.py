@@ -1,0 +1,152 @@
+"""HTTP request and response models. Limits are declared on the fields, so that a request
+over a limit is refused at the edge with a 422 naming the field, before any model runs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+MAX_INPUTS = 64
+MAX_TEXT_CHARS = 10_000
+MIN_LABELS, MAX_LABELS = 2, 32
+MAX_LABEL_CHARS = 200
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS)]
+Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_LABEL_CHARS)]
+ModelId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+MODEL_FIELD = Field(
+    None,
+    description="the model to use: `base` or a fine-tuned model id; may instead be given in "
+    "the `serve-multiplexed-model-id` header (the body wins)",
+    examples=["base"],
+)
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClassifyRequest(_Request):
+    model: ModelId | None = MODEL_FIELD
+    inputs: Annotated[list[Text], Field(min_length=1, max_length=MAX_INPUTS)] = Field(
+        ..., description=f"a text, or a list of 1-{MAX_INPUTS} texts", examples=[["I loved it"]]
+    )
+    labels: Annotated[list[Label], Field(min_length=MIN_LABELS, max_length=MAX_LABELS)] | None = (
+        Field(
+            None,
+            description="candidate labels for zero-shot classification with a base encoder",
+            examples=[["positive", "negative"]],
+        )
+    )
+
+    template: Annotated[str, StringConstraints(min_length=2, max_length=MAX_LABEL_CHARS)] | None = (
+        Field(
+            None,
+            description="zero-shot only: the sentence each label is put into, `{}` marking the "
+            'label; default "This text is {}."',
+            examples=["The sentiment of this review is {}."],
+        )
+    )
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _one_text(cls, v: object) -> object:
+        # a single text is a list of one; validating one list type keeps the errors plain
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("template")
+    @classmethod
+    def _has_slot(cls, v: str | None) -> str | None:
+        if v is not None and "{}" not in v:
+            raise ValueError('template must contain "{}" where the label goes')
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _unique(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            seen: set[str] = set()
+            dupes = [x for x in v if x in seen or seen.add(x)]  # type: ignore[func-returns-value]
+            if dupes:
+                raise ValueError(f"labels must be unique; repeated: {sorted(set(dupes))}")
+        return v
+
+    def texts(self) -> list[str]:
+        return list(self.inputs)
+
+
+class ClassifyResult(BaseModel):
+    label: str
+    score: float
+    scores: dict[str, float]
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    results: list[ClassifyResult]
+
+
+class QAPair(_Request):
+    question: Text
+    context: Text
+
+
+class QARequest(_Request):
+    model: ModelId | None = MODEL_FIELD
+    question: Text | None = Field(None, description="one question (with `context`)")
+    context: Text | None = Field(None, description="the text to find the answer in")
+    inputs: Annotated[list[QAPair], Field(min_length=1, max_length=MAX_INPUTS)] | None = Field(
+        None, description=f"instead of question/context: a list of 1-{MAX_INPUTS} pairs"
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> QARequest:
+        single = self.question is not None or self.context is not None
+        if single and self.inputs is not None:
+            raise ValueError("give either `question` and `context`, or `inputs`, not both")
+        if not single and self.inputs is None:
+            raise ValueError("give `question` and `context`, or `inputs`: a list of pairs")
+        if single and (self.question is None or self.context is None):
+            missing = "context" if self.context is None else "question"
+            raise ValueError(f"`{missing}` is missing: a question needs both question and context")
+        return self
+
+    def pairs(self) -> list[QAPair]:
+        if self.inputs is not None:
+            return list(self.inputs)
+        return [QAPair(question=self.question or "", context=self.context or "")]
+
+
+class QAResult(BaseModel):
+    answer: str
+    start: int = Field(description="offset of the answer in the context: context[start:end]")
+    end: int
+    score: float
+
+
+class QAResponse(BaseModel):
+    model: str
+    results: list[QAResult]
+
+
+Endpoint = Literal["text-classification", "extractive-qa"]
+
+
+class ModelView(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    task: str = Field(description="what the model's head computes")
+    endpoints: list[Endpoint] = Field(description="the tasks it serves: /v1/classify, /v1/qa")
+    zero_shot: bool = Field(description="a base encoder: classify needs `labels`")
+    base: str | None
+    labels: list[str]
+    precision: str
+    created_at: datetime
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelView]

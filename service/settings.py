@@ -1,0 +1,49 @@
+"""The service's one settings object, read from `TUNESERVE_*` environment variables.
+
+Built once at start (`Settings()` in the CLI or `build_app`) and passed down as plain values;
+nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TUNESERVE_", extra="ignore")
+
+    home: Path = Field(
+        Path(".tuneserve"), description="artifact root: uploaded files, checkpoints, models"
+    )
+    host: str = Field("127.0.0.1", description="address the HTTP proxy binds")
+    port: int = Field(8000, ge=1, le=65535)
+    ray_address: str | None = Field(
+        None, description="an existing Ray cluster to join; unset starts a local one"
+    )
+
+    # the base encoder: `base` in every request resolves to this model id in the store
+    base_model: str = "base"
+
+    # model replicas
+    model_replicas: int = Field(1, ge=1, description="replicas of the model deployment")
+    model_replica_cpus: float = Field(1.0, ge=0, description="Ray CPUs reserved per replica")
+    ort_threads: int = Field(
+        1, ge=1, description="ONNX Runtime intra-op threads per replica (one replica per core)"
+    )
+    max_models_per_replica: int = Field(4, ge=1, description="LRU size of loaded models")
+    max_batch_tokens: int = Field(
+        4096, ge=64, description="a runtime batch is split into sub-batches of this many tokens"
+    )
+
+    @field_validator("home")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        # Ray workers do not share the driver's working directory: pass an absolute path.
+        return v.expanduser().resolve()
+
+    def app_args(self) -> dict:
+        """The plain values `service.main.build_app` takes (and serve_config.yaml carries)."""
+        return self.model_dump(mode="json")

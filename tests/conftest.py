@@ -1,0 +1,131 @@
+"""Shared fixtures: a tiny BERT built offline, exported by the real export path, served by one
+real local Ray (loopback only) for the whole session."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from service.cli import local_ray_env
+
+# Ray reads its environment at import: set it before anything imports ray.
+_RAY_TMP = local_ray_env()
+
+DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+TINY_CORPUS = [
+    "the film was wonderful and i loved every minute of it",
+    "a dull tedious mess with no surprises",
+    "where is the eiffel tower",
+    "the eiffel tower stands in paris france",
+    "mount fuji is the tallest mountain in japan",
+    "the great wall stretches across northern china",
+    "refunds are issued within five working days",
+    "please reset my password i cannot log in",
+    "positive negative neutral happy sad angry",
+    "what who when why how which is are was were",
+]
+
+
+def build_tiny_encoder(folder: Path, *, seed: int = 0) -> Path:
+    """A 2-layer BERT with a WordPiece vocabulary trained on TINY_CORPUS, saved as an HF folder."""
+    import torch
+    from tokenizers.implementations import BertWordPieceTokenizer
+    from transformers import BertConfig, BertModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = BertWordPieceTokenizer(lowercase=True)
+    tok.train_from_iterator(TINY_CORPUS, vocab_size=400, min_frequency=1)
+    tok.save(str(folder / "tokenizer.json"))
+    config = BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory) -> Path:
+    return build_tiny_encoder(tmp_path_factory.mktemp("tiny-hf"))
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory, tiny_encoder_dir) -> Path:
+    """A model store holding the tiny encoder as `base`, exported as `make run` exports."""
+    from training.export import export_encoder
+
+    home = tmp_path_factory.mktemp("store")
+    export_encoder(tiny_encoder_dir, home, "base", max_seq_length=128)
+    return home
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
+    yield
+    from ray import serve
+
+    try:
+        serve.shutdown()
+    finally:
+        ray.shutdown()
+        shutil.rmtree(_RAY_TMP, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def serve_port(ray_session) -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def service_url(ray_session, store, serve_port) -> str:
+    """The API over real HTTP on 127.0.0.1, serving the tiny store."""
+    from service.cli import wait_ready
+    from service.main import deploy
+    from service.settings import Settings
+
+    settings = Settings(home=store, port=serve_port, model_replica_cpus=0.5)
+    deploy(settings, name="tiny")
+    url = f"http://127.0.0.1:{serve_port}"
+    wait_ready(url, timeout_s=120)
+    return url
+
+
+def post(url: str, body: object, headers: dict | None = None, raw: bytes | None = None):
+    """POST JSON; returns (status, parsed body)."""
+    data = raw if raw is not None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        url, data=data, headers={"content-type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def get(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())

@@ -1,0 +1,164 @@
+"""The model artifact contract: the folder layout of one model and its manifest.
+
+A model folder holds::
+
+    manifest.json      what the model is (this module's `Manifest`)
+    tokenizer/         the fast tokenizer (tokenizer.json and its configs)
+    onnx/              model.onnx (fp32, optimized) and model.int8.onnx / model.fp16.onnx
+    hf/                config and weights, for further fine-tuning
+
+Everything that reads or writes a model folder goes through this module, so the layout has
+one owner. A folder is built under a temporary name and renamed into place only when complete
+(`staged_model_dir`), so a crash mid-export never leaves a half-written model that looks whole.
+This module is imported by the service, so it must stay light: no torch, no onnxruntime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MANIFEST = "manifest.json"
+TOKENIZER_DIR = "tokenizer"
+ONNX_DIR = "onnx"
+HF_DIR = "hf"
+MODELS_DIR = "models"
+
+# What a model's head computes. A `feature-extraction` model is an encoder that outputs one
+# normalized sentence embedding per input; the service uses it zero-shot for classification
+# and for sentence-level QA.
+ModelTask = Literal["feature-extraction", "text-classification", "extractive-qa"]
+Precision = Literal["fp32", "int8", "fp16"]
+
+ONNX_FILES: dict[str, str] = {
+    "fp32": f"{ONNX_DIR}/model.onnx",
+    "int8": f"{ONNX_DIR}/model.int8.onnx",
+    "fp16": f"{ONNX_DIR}/model.fp16.onnx",
+}
+
+_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+class ParityReport(BaseModel):
+    """How far each exported precision is from the PyTorch model, on the same inputs."""
+
+    model_config = ConfigDict(extra="allow")
+
+    samples: int
+    # per precision: max abs difference of the outputs, and for embeddings the mean and
+    # minimum cosine similarity to PyTorch's
+    max_abs_diff: dict[str, float] = Field(default_factory=dict)
+    mean_cosine: dict[str, float] = Field(default_factory=dict)
+    min_cosine: dict[str, float] = Field(default_factory=dict)
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    task: ModelTask
+    base: str | None = Field(None, description="the model this one was trained from, if any")
+    source: str | None = Field(None, description="where the weights came from")
+    labels: list[str] = Field(default_factory=list)
+    files: dict[str, str] = Field(default_factory=dict, description="role -> relative path")
+    precision: Precision = "fp32"
+    max_seq_length: int = 256
+    hidden_size: int | None = None
+    parity: ParityReport | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    def onnx_file(self, precision: Precision | None = None) -> str:
+        """The relative path of the ONNX graph for `precision` (default: the one to serve)."""
+        role = f"onnx_{precision or self.precision}"
+        if role not in self.files:
+            raise KeyError(f"model {self.id!r} has no {precision or self.precision} ONNX graph")
+        return self.files[role]
+
+
+def validate_model_id(model_id: str) -> str:
+    if not _MODEL_ID.match(model_id):
+        raise ValueError(
+            f"invalid model id {model_id!r}: use 1-128 letters, digits, '.', '_', ':' or '-', "
+            "starting with a letter or digit"
+        )
+    return model_id
+
+
+def models_root(home: str | Path) -> Path:
+    return Path(home) / MODELS_DIR
+
+
+def model_dir(home: str | Path, model_id: str) -> Path:
+    # ':' separates the parts of a fine-tuned id (ft:<base>:<suffix>:<id>); it is legal in a
+    # POSIX path but not in every object store or on Windows, so the folder uses '--'.
+    return models_root(home) / validate_model_id(model_id).replace(":", "--")
+
+
+def read_manifest(folder: str | Path) -> Manifest:
+    path = Path(folder) / MANIFEST
+    try:
+        return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no {MANIFEST} in {folder}: not a model folder") from None
+
+
+def write_manifest(folder: str | Path, manifest: Manifest) -> Path:
+    """Write the manifest atomically: readers see the old one or the new one, never half."""
+    path = Path(folder) / MANIFEST
+    tmp = path.with_suffix(f".tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def list_manifests(home: str | Path) -> list[Manifest]:
+    """Every complete model under `home`; staging folders and unreadable ones are skipped."""
+    root = models_root(home)
+    if not root.is_dir():
+        return []
+    found = []
+    for child in sorted(root.iterdir()):
+        if child.name.startswith(".") or not (child / MANIFEST).is_file():
+            continue
+        with contextlib.suppress(ValueError, OSError):
+            found.append(read_manifest(child))
+    return found
+
+
+@contextlib.contextmanager
+def staged_model_dir(home: str | Path, model_id: str, *, replace: bool = False) -> Iterator[Path]:
+    """Yield an empty staging folder; on success it becomes the model's folder in one rename.
+
+    On an exception the staging folder is removed and any existing model is left as it was.
+    """
+    final = model_dir(home, model_id)
+    if final.exists() and not replace:
+        raise FileExistsError(f"model {model_id!r} already exists at {final}")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.parent / f".staging-{final.name}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        yield staging
+        if not (staging / MANIFEST).is_file():
+            raise RuntimeError(f"staged model {model_id!r} has no {MANIFEST}")
+        if final.exists():
+            retired = final.parent / f".retired-{final.name}-{uuid.uuid4().hex[:8]}"
+            os.replace(final, retired)
+            os.replace(staging, final)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
