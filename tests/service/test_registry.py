@@ -1,0 +1,59 @@
+import pytest
+
+from service.errors import InvalidRequest, ModelNotFound, WrongTask
+from service.registry import BASE_MODEL_ID, Registry
+from training import artifacts
+from training.artifacts import Manifest
+
+
+def _add(home, model_id, task, labels=()):
+    with artifacts.staged_model_dir(home, model_id) as stage:
+        artifacts.write_manifest(stage, Manifest(id=model_id, task=task, labels=list(labels)))
+
+
+@pytest.fixture
+def registry(tmp_path):
+    _add(tmp_path, "minilm", "feature-extraction")
+    _add(tmp_path, "ft:minilm:tickets:ab12", "text-classification", ["billing", "bug"])
+    _add(tmp_path, "squad", "extractive-qa")
+    return Registry(tmp_path, base_model="minilm")
+
+
+def test_base_is_a_sentinel_for_the_configured_encoder(registry):
+    model = registry.resolve(BASE_MODEL_ID)
+    assert model.id == "base" and model.manifest.id == "minilm" and model.zero_shot
+    assert [m.id for m in registry.list()][0] == "base"
+    assert "minilm" not in [m.id for m in registry.list()]
+
+
+def test_unknown_model_lists_what_exists(registry):
+    with pytest.raises(ModelNotFound, match="'nope' does not exist.*base.*squad") as exc:
+        registry.resolve("nope")
+    assert exc.value.status == 404 and exc.value.param == "model"
+
+
+def test_malformed_id_is_a_404_not_a_crash(registry):
+    with pytest.raises(ModelNotFound):
+        registry.resolve("../../etc/passwd")
+
+
+def test_task_mismatch_names_the_models_task(registry):
+    with pytest.raises(WrongTask, match="extractive-qa model"):
+        registry.for_endpoint("squad", "text-classification")
+    with pytest.raises(WrongTask, match="text-classification model"):
+        registry.for_endpoint("ft:minilm:tickets:ab12", "extractive-qa")
+
+
+def test_labels_are_required_for_base_and_refused_for_fine_tuned(registry):
+    with pytest.raises(InvalidRequest, match="zero-shot and needs `labels`"):
+        registry.for_endpoint("base", "text-classification")
+    with pytest.raises(InvalidRequest, match=r"own labels \['billing', 'bug'\]"):
+        registry.for_endpoint("ft:minilm:tickets:ab12", "text-classification", labels=["a", "b"])
+    assert registry.for_endpoint("base", "extractive-qa").zero_shot
+
+
+def test_a_new_model_is_seen_without_a_restart(registry, tmp_path):
+    with pytest.raises(ModelNotFound):
+        registry.resolve("later")
+    _add(tmp_path, "later", "extractive-qa")
+    assert registry.resolve("later").manifest.task == "extractive-qa"
