@@ -108,7 +108,9 @@ class Ingress:
         return ClassifyResponse(model=model_id, results=results)
 
     @app.post("/v1/qa", response_model=QAResponse, tags=["inference"])
-    async def qa(self, body: QARequest, serve_multiplexed_model_id: ModelHeader = None) -> QAResponse:
+    async def qa(
+        self, body: QARequest, serve_multiplexed_model_id: ModelHeader = None
+    ) -> QAResponse:
         """Answer questions from a context: a token span with a fine-tuned QA model, or the
         sentence of the context closest to the question with a base encoder."""
         model_id = _model_id(body.model, serve_multiplexed_model_id)
@@ -135,9 +137,7 @@ class Ingress:
     async def readyz(self):
         """The base model is loaded in a replica and can serve."""
         try:
-            await asyncio.wait_for(
-                self._call(BASE_MODEL_ID, "ready"), timeout=READY_TIMEOUT_S
-            )
+            await asyncio.wait_for(self._call(BASE_MODEL_ID, "ready"), timeout=READY_TIMEOUT_S)
         except (ServiceError, TimeoutError) as exc:
             reason = exc.message if isinstance(exc, ServiceError) else "timed out loading base"
             return JSONResponse(

@@ -68,7 +68,9 @@ def wait_ready(url: str, timeout_s: float = 180.0) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    overrides = {k: v for k, v in {"home": args.home, "host": args.host, "port": args.port}.items() if v}
+    overrides = {
+        k: v for k, v in {"home": args.home, "host": args.host, "port": args.port}.items() if v
+    }
     settings = Settings(**overrides)
     ray_tmp = local_ray_env() if not settings.ray_address else None
     stop = threading.Event()
@@ -116,14 +118,20 @@ def _import_base(settings: Settings) -> None:
     if (artifacts.model_dir(settings.home, settings.base_model) / artifacts.MANIFEST).is_file():
         print(f"model store: {settings.home} (base model present)", flush=True)
         return
-    print(f"importing the bundled encoder into {settings.home} as {settings.base_model!r} "
-          "(once; about 20 s) ...", flush=True)
+    print(
+        f"importing the bundled encoder into {settings.home} as {settings.base_model!r} "
+        "(once; about 20 s) ...",
+        flush=True,
+    )
     from training.encoders import ensure_base
 
     manifest, _ = ensure_base(settings.home, settings.base_model)
     assert manifest.parity is not None
-    print(f"  exported fp32 + int8 ONNX; serving {manifest.precision}; int8 cosine to PyTorch "
-          f"{manifest.parity.mean_cosine.get('int8', float('nan')):.4f}", flush=True)
+    print(
+        f"  exported fp32 + int8 ONNX; serving {manifest.precision}; int8 cosine to PyTorch "
+        f"{manifest.parity.mean_cosine.get('int8', float('nan')):.4f}",
+        flush=True,
+    )
 
 
 def cmd_import_base(args: argparse.Namespace) -> int:
@@ -132,8 +140,10 @@ def cmd_import_base(args: argparse.Namespace) -> int:
 
     manifest, imported = ensure_base(settings.home, args.id or settings.base_model, args.source)
     where = settings.home
-    print(f"{'imported' if imported else 'already present:'} {manifest.id} in {where} "
-          f"(serving {manifest.precision})")
+    print(
+        f"{'imported' if imported else 'already present:'} {manifest.id} in {where} "
+        f"(serving {manifest.precision})"
+    )
     return 0
 
 

@@ -94,7 +94,10 @@ class ModelServer:
     ) -> list[dict]:
         model = await self._model()
         return await asyncio.to_thread(
-            model.classify, texts, labels, template or DEFAULT_TEMPLATE  # type: ignore[attr-defined]
+            model.classify,
+            texts,
+            labels,
+            template or DEFAULT_TEMPLATE,  # type: ignore[attr-defined]
         )
 
     async def answer(self, pairs: list[tuple[str, str]]) -> list[dict]:

@@ -12,7 +12,13 @@ from service.settings import Settings
 
 def build_app(args: dict | None = None) -> Application:
     """Build the application from `args` (serve_config.yaml's `args`), over TUNESERVE_* env."""
-    settings = Settings(**(args or {}))
+    args = args or {}
+    unknown = sorted(set(args) - set(Settings.model_fields))
+    if unknown:
+        raise ValueError(
+            f"unknown application args {unknown}; valid: {sorted(Settings.model_fields)}"
+        )
+    settings = Settings(**args)
     models = ModelServer.options(
         num_replicas=settings.model_replicas,
         ray_actor_options={"num_cpus": settings.model_replica_cpus},

@@ -37,7 +37,31 @@ MAX_SUB_BATCH = 16
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 # a period after these does not end a sentence ("Dr. Smith", "e.g. Paris")
 _ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof sr jr st mt vs etc e.g i.e no fig approx inc ltd co corp dept gen gov".split()
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "sr",
+        "jr",
+        "st",
+        "mt",
+        "vs",
+        "etc",
+        "e.g",
+        "i.e",
+        "no",
+        "fig",
+        "approx",
+        "inc",
+        "ltd",
+        "co",
+        "corp",
+        "dept",
+        "gen",
+        "gov",
+    ]
 )
 
 
@@ -123,14 +147,24 @@ def _session_options(precision: str, threads: int) -> ort.SessionOptions:
 class LoadedModel:
     """A model ready to run: its manifest, tokenizer and ONNX Runtime session."""
 
-    def __init__(self, folder: Path, manifest: Manifest, *, threads: int = 1,
-                 max_batch_tokens: int = 4096, providers: Sequence[str] | None = None):
+    def __init__(
+        self,
+        folder: Path,
+        manifest: Manifest,
+        *,
+        threads: int = 1,
+        max_batch_tokens: int = 4096,
+        providers: Sequence[str] | None = None,
+    ):
         self.folder = Path(folder)
         self.manifest = manifest
         self.max_batch_tokens = max_batch_tokens
         self.tokenizer = Tokenizer.from_file(
-            str(self.folder / manifest.files.get("tokenizer", artifacts.TOKENIZER_DIR)
-                / "tokenizer.json")
+            str(
+                self.folder
+                / manifest.files.get("tokenizer", artifacts.TOKENIZER_DIR)
+                / "tokenizer.json"
+            )
         )
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=manifest.max_seq_length)
@@ -165,8 +199,9 @@ class LoadedModel:
         for group in self._sub_batches(lengths):
             width = max(lengths[i] for i in group)
             feed = {
-                name: np.full((len(group), width), self.pad_id if name == "input_ids" else 0,
-                              dtype=np.int64)
+                name: np.full(
+                    (len(group), width), self.pad_id if name == "input_ids" else 0, dtype=np.int64
+                )
                 for name in ("input_ids", "attention_mask", "token_type_ids")
             }
             for row, i in enumerate(group):

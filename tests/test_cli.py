@@ -5,8 +5,12 @@ from training import artifacts
 
 
 def _cli(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "service.cli", *args], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_help_does_not_import_the_heavy_stack():

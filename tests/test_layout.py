@@ -54,7 +54,9 @@ def test_training_never_imports_service():
 def test_service_imports_only_the_light_parts_of_training():
     light = {"training", "training.config", "training.artifacts"}
     offenders = {
-        str(p.relative_to(ROOT)): sorted(n for n in _imports(p) if _uses({n}, "training") and n not in light)
+        str(p.relative_to(ROOT)): sorted(
+            n for n in _imports(p) if _uses({n}, "training") and n not in light
+        )
         for p in _modules("service")
         if p.name != "cli.py"  # local train/export commands import training inside the command
     }
@@ -69,5 +71,9 @@ def test_cli_imports_training_only_inside_commands():
 
 
 def test_no_grab_bag_modules():
-    assert not [p for pkg in ("service", "training") for p in _modules(pkg)
-                if p.stem in {"utils", "helpers", "common", "misc"}]
+    assert not [
+        p
+        for pkg in ("service", "training")
+        for p in _modules(pkg)
+        if p.stem in {"utils", "helpers", "common", "misc"}
+    ]

@@ -16,7 +16,6 @@ This module is imported by the service, so it must stay light: no torch, no onnx
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil

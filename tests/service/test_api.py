@@ -29,7 +29,9 @@ def _error(status, body, code, type_=None, param=None):
 def test_classify_zero_shot_matches_the_runtime(service_url, store):
     texts = ["the film was wonderful", "a dull tedious mess"]
     labels = ["positive", "negative"]
-    status, body = post(f"{service_url}/v1/classify", {"model": "base", "inputs": texts, "labels": labels})
+    status, body = post(
+        f"{service_url}/v1/classify", {"model": "base", "inputs": texts, "labels": labels}
+    )
     assert status == 200, body
     assert body["model"] == "base" and len(body["results"]) == 2
     direct = load_model(artifacts.model_dir(store, "base")).classify(texts, labels)
@@ -61,13 +63,19 @@ def test_qa_returns_a_sentence_span_of_the_context(service_url):
 
 
 def test_qa_batch_form(service_url):
-    pairs = [{"question": "where is the eiffel tower", "context": CONTEXT},
-             {"question": "what is tall", "context": "One sentence only"}]
+    pairs = [
+        {"question": "where is the eiffel tower", "context": CONTEXT},
+        {"question": "what is tall", "context": "One sentence only"},
+    ]
     status, body = post(f"{service_url}/v1/qa", {"model": "base", "inputs": pairs})
     assert status == 200, body
     assert len(body["results"]) == 2
-    assert body["results"][1] == {"answer": "One sentence only", "start": 0, "end": 17,
-                                  "score": pytest.approx(1.0)}
+    assert body["results"][1] == {
+        "answer": "One sentence only",
+        "start": 0,
+        "end": 17,
+        "score": pytest.approx(1.0),
+    }
 
 
 def test_model_named_by_header(service_url):
@@ -100,17 +108,42 @@ def test_body_model_wins_over_header(service_url):
         ({"model": "base", "labels": ["a", "b"]}, 422, "inputs", "Field required"),
         ({"model": "base", "inputs": [], "labels": ["a", "b"]}, 422, "inputs", "at least 1"),
         ({"model": "base", "inputs": [""], "labels": ["a", "b"]}, 422, "inputs[0]", "at least 1"),
-        ({"model": "base", "inputs": ["x"] * 65, "labels": ["a", "b"]}, 422, "inputs", "at most 64"),
-        ({"model": "base", "inputs": ["x" * 10_001], "labels": ["a", "b"]}, 422, "inputs[0]", "10000"),
+        (
+            {"model": "base", "inputs": ["x"] * 65, "labels": ["a", "b"]},
+            422,
+            "inputs",
+            "at most 64",
+        ),
+        (
+            {"model": "base", "inputs": ["x" * 10_001], "labels": ["a", "b"]},
+            422,
+            "inputs[0]",
+            "10000",
+        ),
         ({"model": "base", "inputs": ["x"]}, 400, "labels", "needs `labels`"),
         ({"model": "base", "inputs": ["x"], "labels": ["a"]}, 422, "labels", "at least 2"),
-        ({"model": "base", "inputs": ["x"], "labels": [str(i) for i in range(33)]}, 422, "labels", "at most 32"),
+        (
+            {"model": "base", "inputs": ["x"], "labels": [str(i) for i in range(33)]},
+            422,
+            "labels",
+            "at most 32",
+        ),
         ({"model": "base", "inputs": ["x"], "labels": ["a", "a"]}, 422, "labels", "unique"),
         ({"model": "base", "inputs": ["x"], "labels": ["a", " a "]}, 422, "labels", "unique"),
-        ({"model": "base", "inputs": ["x"], "labels": ["a", "b"], "template": "no slot"}, 422, "template", "{}"),
+        (
+            {"model": "base", "inputs": ["x"], "labels": ["a", "b"], "template": "no slot"},
+            422,
+            "template",
+            "{}",
+        ),
         ({"model": "nope", "inputs": ["x"], "labels": ["a", "b"]}, 404, "model", "does not exist"),
         ({"inputs": ["x"], "labels": ["a", "b"]}, 400, "model", "name the model"),
-        ({"model": "base", "inputs": ["x"], "labels": ["a", "b"], "extra": 1}, 422, "extra", "not permitted"),
+        (
+            {"model": "base", "inputs": ["x"], "labels": ["a", "b"], "extra": 1},
+            422,
+            "extra",
+            "not permitted",
+        ),
         ({"model": "base", "inputs": [3], "labels": ["a", "b"]}, 422, "inputs[0]", "string"),
     ],
 )
@@ -125,7 +158,15 @@ def test_classify_errors_say_what_to_change(service_url, body, code, param, says
         ({"model": "base", "question": "q"}, "`context` is missing"),
         ({"model": "base", "context": "c"}, "`question` is missing"),
         ({"model": "base"}, "give `question` and `context`"),
-        ({"model": "base", "question": "q", "context": "c", "inputs": [{"question": "q", "context": "c"}]}, "not both"),
+        (
+            {
+                "model": "base",
+                "question": "q",
+                "context": "c",
+                "inputs": [{"question": "q", "context": "c"}],
+            },
+            "not both",
+        ),
         ({"model": "base", "inputs": []}, "at least 1"),
         ({"model": "base", "question": "q", "context": "c" * 10_001}, "10000"),
     ],
@@ -168,8 +209,11 @@ def test_health_ready_docs_and_openapi(service_url):
 
 
 def test_error_body_is_declared_json(service_url):
-    req = urllib.request.Request(f"{service_url}/v1/qa", data=json.dumps({}).encode(),
-                                 headers={"content-type": "application/json"})
+    req = urllib.request.Request(
+        f"{service_url}/v1/qa",
+        data=json.dumps({}).encode(),
+        headers={"content-type": "application/json"},
+    )
     try:
         urllib.request.urlopen(req, timeout=30)
     except urllib.error.HTTPError as exc:

@@ -30,8 +30,11 @@ def real_url(ray_session, service_url, tmp_path_factory):
 def test_zero_shot_sentiment(real_url):
     status, body = post(
         f"{real_url}/v1/classify",
-        {"model": "base", "inputs": ["I loved this film, it was wonderful", "a dull, tedious mess"],
-         "labels": ["positive", "negative"]},
+        {
+            "model": "base",
+            "inputs": ["I loved this film, it was wonderful", "a dull, tedious mess"],
+            "labels": ["positive", "negative"],
+        },
     )
     assert status == 200, body
     assert [r["label"] for r in body["results"]] == ["positive", "negative"]
@@ -44,7 +47,8 @@ def test_sentence_qa_finds_paris(real_url):
         "Mount Fuji is the highest mountain in Japan."
     )
     status, body = post(
-        f"{real_url}/v1/qa", {"model": "base", "question": "Where is the Eiffel Tower?", "context": context}
+        f"{real_url}/v1/qa",
+        {"model": "base", "question": "Where is the Eiffel Tower?", "context": context},
     )
     assert status == 200, body
     (r,) = body["results"]

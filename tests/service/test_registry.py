@@ -22,7 +22,7 @@ def registry(tmp_path):
 def test_base_is_a_sentinel_for_the_configured_encoder(registry):
     model = registry.resolve(BASE_MODEL_ID)
     assert model.id == "base" and model.manifest.id == "minilm" and model.zero_shot
-    assert [m.id for m in registry.list()][0] == "base"
+    assert registry.list()[0].id == "base"
     assert "minilm" not in [m.id for m in registry.list()]
 
 

@@ -55,7 +55,12 @@ def model(store) -> EncoderModel:
 
 
 def test_batching_and_padding_do_not_change_embeddings(model):
-    texts = ["the film", "where is the eiffel tower " * 6, "a", "refunds are issued within five days"]
+    texts = [
+        "the film",
+        "where is the eiffel tower " * 6,
+        "a",
+        "refunds are issued within five days",
+    ]
     alone = np.stack([model.embed([t])[0] for t in texts])
     np.testing.assert_allclose(model.embed(texts), alone, atol=1e-3)
 

@@ -38,8 +38,10 @@ def test_staged_dir_becomes_the_model_only_when_complete(tmp_path):
 def test_failed_export_leaves_nothing_and_keeps_the_old_model(tmp_path):
     with artifacts.staged_model_dir(tmp_path, "m1") as stage:
         artifacts.write_manifest(stage, _manifest(labels=["old"]))
-    with pytest.raises(RuntimeError, match="boom"), \
-            artifacts.staged_model_dir(tmp_path, "m1", replace=True) as stage:
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        artifacts.staged_model_dir(tmp_path, "m1", replace=True) as stage,
+    ):
         artifacts.write_manifest(stage, _manifest(labels=["new"]))
         raise RuntimeError("boom")
     assert artifacts.read_manifest(artifacts.model_dir(tmp_path, "m1")).labels == ["old"]
@@ -47,8 +49,10 @@ def test_failed_export_leaves_nothing_and_keeps_the_old_model(tmp_path):
 
 
 def test_stage_without_manifest_is_refused(tmp_path):
-    with pytest.raises(RuntimeError, match="no manifest"), \
-            artifacts.staged_model_dir(tmp_path, "m1"):
+    with (
+        pytest.raises(RuntimeError, match="no manifest"),
+        artifacts.staged_model_dir(tmp_path, "m1"),
+    ):
         pass
     assert not artifacts.model_dir(tmp_path, "m1").exists()
 
@@ -63,7 +67,9 @@ def test_existing_model_is_not_overwritten_unless_asked(tmp_path):
 def test_list_skips_unreadable_and_staging_folders(tmp_path):
     root = artifacts.models_root(tmp_path)
     (root / ".staging-x").mkdir(parents=True)
-    (root / ".staging-x" / "manifest.json").write_text(json.dumps({"id": "x", "task": "feature-extraction"}))
+    (root / ".staging-x" / "manifest.json").write_text(
+        json.dumps({"id": "x", "task": "feature-extraction"})
+    )
     (root / "broken").mkdir()
     (root / "broken" / "manifest.json").write_text("{not json")
     assert artifacts.list_manifests(tmp_path) == []

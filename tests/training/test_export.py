@@ -38,7 +38,14 @@ def test_fp32_graph_is_fused_and_int8_graph_is_quantized(exported):
     fp32_ops = {n.op_type for n in onnx.load(str(folder / manifest.onnx_file("fp32"))).graph.node}
     int8_ops = {n.op_type for n in onnx.load(str(folder / manifest.onnx_file("int8"))).graph.node}
     assert {"Attention", "SkipLayerNormalization", "EmbedLayerNormalization"} <= fp32_ops
-    assert "MatMulInteger" in int8_ops
+    assert {"MatMulInteger", "QAttention"} <= int8_ops
+
+
+def test_attention_can_stay_in_fp32(tiny_encoder_dir, tmp_path):
+    manifest = export_encoder(tiny_encoder_dir, tmp_path, "mm", quantize_attention=False)
+    graph = onnx.load(str(artifacts.model_dir(tmp_path, "mm") / manifest.onnx_file("int8")))
+    ops = {n.op_type for n in graph.graph.node}
+    assert "MatMulInteger" in ops and "Attention" in ops and "QAttention" not in ops
 
 
 def test_parity_is_recorded_and_fp32_matches_pytorch(exported):
@@ -68,7 +75,9 @@ def test_dynamic_axes_match_pytorch_at_other_shapes(exported, batch, length):
 def test_embeddings_are_normalized(exported):
     folder, manifest = exported
     tok = load_tokenizer(folder / "tokenizer", 64)
-    out = ort_session(folder / manifest.onnx_file("fp32")).run(None, encode(tok, ["a b c", "the film"]))[0]
+    out = ort_session(folder / manifest.onnx_file("fp32")).run(
+        None, encode(tok, ["a b c", "the film"])
+    )[0]
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
 
 

@@ -1,0 +1,50 @@
+# The two commands of the README: `make run` and `make test`. Both create .venv on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch first, pinned, so pip takes the CPU build on this machine's disk instead of a CUDA one
+TORCH := torch==2.13.0
+STAMP := $(VENV)/.installed
+
+# Ray stays on loopback: node address 127.0.0.1, no auth prompts, no usage reporting.
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
+export RAY_AUTH_MODE := disabled
+export RAY_USAGE_STATS_ENABLED := 0
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: run test test-fast bench lint format install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e '.[cpu,dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/tuneserve run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python bench/runtime.py
+	$(BIN)/python bench/zero_shot.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check service training tests bench
+	$(BIN)/ruff format --check service training tests bench
+
+format: $(STAMP)
+	$(BIN)/ruff format service training tests bench
+	$(BIN)/ruff check --fix service training tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
