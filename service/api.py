@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import FastAPI, Header
 from fastapi.responses import JSONResponse
 from ray import serve
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import RayTaskError
 from ray.serve.handle import DeploymentHandle
 
 from service import errors
@@ -89,7 +89,7 @@ class Ingress:
         handle = getattr(self.models.options(multiplexed_model_id=model_id), method)
         try:
             return await handle.remote(*args)
-        except (RayTaskError, RayActorError, ServiceError, RuntimeError) as exc:
+        except Exception as exc:  # whatever a replica or Serve raised: a 503 naming the model
             raise _from_replica(exc, model_id) from exc
 
     @app.post("/v1/classify", response_model=ClassifyResponse, tags=["inference"])

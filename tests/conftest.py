@@ -3,6 +3,7 @@ real local Ray (loopback only) for the whole session."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import shutil
 import socket
@@ -15,6 +16,7 @@ from service.cli import local_ray_env
 
 # Ray reads its environment at import: set it before anything imports ray.
 _RAY_TMP = local_ray_env()
+atexit.register(shutil.rmtree, _RAY_TMP, ignore_errors=True)
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
