@@ -2,6 +2,9 @@
 
     tuneserve run            start a local Ray on 127.0.0.1 and serve the API (Ctrl-C stops it)
     tuneserve import-base    import the bundled encoder (or an HF folder) as a base model
+    tuneserve finetune       fine-tune a model (text-classification, extractive-qa)
+    tuneserve pretrain       masked-LM pretraining (continued, or from scratch)
+    tuneserve export RUN     export the best checkpoint of a run again
     tuneserve models         list the models in the store
 
 Heavy imports (ray, torch) happen inside the commands, so `tuneserve --help` stays fast.
@@ -159,6 +162,168 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spec_from_args(args: argparse.Namespace, task: str) -> dict:
+    hp = {
+        k: v
+        for k, v in {
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "learning_rate": args.learning_rate,
+            "max_seq_length": args.max_length,
+            "doc_stride": getattr(args, "doc_stride", None),
+            "max_steps": args.max_steps,
+            "seed": args.seed,
+            "log_every_steps": args.log_every,
+        }.items()
+        if v is not None
+    }
+    spec = {
+        "run_id": args.run_id or f"{task}-{time.strftime('%Y%m%d-%H%M%S')}",
+        "task": task,
+        "base_model": args.base,
+        "train_file": str(Path(args.train).resolve()),
+        "hyperparameters": hp,
+        "scaling": {
+            "num_workers": args.workers,
+            "use_gpu": args.gpu,
+            **({"mixed_precision": args.mixed_precision} if args.mixed_precision else {}),
+        },
+    }
+    if args.validation:
+        spec["validation_file"] = str(Path(args.validation).resolve())
+    if args.model_id:
+        spec["output_model_id"] = args.model_id
+    for name in ("objective", "scratch_size", "vocab_size"):
+        if getattr(args, name, None) is not None:
+            spec[name] = getattr(args, name)
+    return spec
+
+
+def _bar(done: int, total: int, width: int = 28) -> str:
+    filled = int(width * done / max(total, 1))
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+def run_training(spec: dict, home: Path, *, replace_model: bool = False) -> int:
+    """Run `python -m training` on the spec (as a Ray Job does) and show its progress."""
+    import json
+    import subprocess
+
+    runs = home / "runs" / spec["run_id"]
+    runs.mkdir(parents=True, exist_ok=True)
+    spec_path = runs / "spec.json"
+    spec_path.write_text(json.dumps(spec, indent=2))
+    ray_tmp = local_ray_env()
+    cmd = [sys.executable, "-m", "training", str(spec_path), "--home", str(home)]
+    if replace_model:
+        cmd.append("--replace-model")
+    print(
+        f"run {spec['run_id']}: {spec['task']} from {spec['base_model']} (logs: {runs / 'train.log'})"
+    )
+    last_step, result = 0, None
+    try:
+        with (
+            (runs / "train.log").open("a") as log,
+            subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=os.environ.copy(),
+            ) as proc,
+        ):
+            for line in proc.stdout:  # type: ignore[union-attr]
+                log.write(line)
+                at = line.find('{"tuneserve_event"')
+                if at < 0:
+                    if line.startswith(("invalid spec", "invalid data")):
+                        print(line.rstrip(), file=sys.stderr)
+                    continue
+                event = json.loads(line[at:])["tuneserve_event"]
+                kind = event.get("type")
+                if kind == "progress" and event["step"] > last_step:
+                    last_step = event["step"]
+                    eta = event.get("eta_s")
+                    print(
+                        f"\r{_bar(event['step'], event['total_steps'])} step {event['step']}/"
+                        f"{event['total_steps']} loss {event['loss']:.4f} "
+                        f"{event['samples_per_s']:.1f} samples/s"
+                        f"{f' eta {eta:.0f}s' if eta is not None else ''}   ",
+                        end="",
+                        flush=True,
+                    )
+                elif kind == "metrics" and event["step"] >= last_step:
+                    shown = {
+                        k: round(v, 4)
+                        for k, v in event.items()
+                        if k not in ("type", "step", "epoch", "resumed_from_step", "workers")
+                    }
+                    print(f"\n  eval at step {event['step']}: {shown}", flush=True)
+                elif kind == "result":
+                    result = event
+                elif kind == "message":
+                    print(f"  {event['message']}", flush=True)
+        if proc.returncode:
+            print(
+                f"\nrun {spec['run_id']} failed (exit {proc.returncode}); see {runs / 'train.log'}",
+                file=sys.stderr,
+            )
+            return proc.returncode
+        if result and result.get("model"):
+            print(
+                f"\nmodel {result['model']} is in the store (serving {result.get('precision')}); "
+                "a running service serves it on the next request"
+            )
+        return 0
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    settings = Settings(**({"home": args.home} if args.home else {}))
+    return run_training(_spec_from_args(args, args.task), settings.home)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    settings = Settings(**({"home": args.home} if args.home else {}))
+    return run_training(_spec_from_args(args, "masked-lm"), settings.home)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export (again) the best checkpoint of a finished run: reruns its spec, which resumes at
+    its end and trains nothing."""
+    import json
+
+    settings = Settings(**({"home": args.home} if args.home else {}))
+    spec_path = settings.home / "runs" / args.run_id / "spec.json"
+    if not spec_path.is_file():
+        print(f"no run {args.run_id!r} under {settings.home / 'runs'}", file=sys.stderr)
+        return 2
+    spec = {**json.loads(spec_path.read_text()), "export": True}
+    return run_training(spec, settings.home, replace_model=True)
+
+
+def _training_args(p: argparse.ArgumentParser, *, base_default: str = "base") -> None:
+    p.add_argument("--train", required=True, help="training data file")
+    p.add_argument("--validation", help="validation file (default: 10%% of --train held out)")
+    p.add_argument(
+        "--base", default=base_default, help=f"model to start from (default {base_default})"
+    )
+    p.add_argument("--run-id", help="name of the run; rerunning a name resumes it")
+    p.add_argument("--model-id", help="id of the exported model (default: the run id)")
+    p.add_argument("--epochs", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--max-length", type=int, help="max sequence length in tokens")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--log-every", type=int, help="log every N steps")
+    p.add_argument("--workers", type=int, default=1, help="data-parallel workers")
+    p.add_argument("--gpu", action="store_true", help="train on GPUs (one per worker)")
+    p.add_argument("--mixed-precision", choices=["bf16", "fp16"], help="GPU only")
+    p.add_argument("--home", type=Path)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tuneserve", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -174,6 +339,24 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument("--source", type=Path, help="an HF model folder (default: the bundled one)")
     imp.add_argument("--id", help="model id (default: the base model id, `base`)")
     imp.set_defaults(func=cmd_import_base)
+
+    ft = sub.add_parser("finetune", help="fine-tune a model for classification or QA")
+    ft.add_argument("--task", required=True, choices=["text-classification", "extractive-qa"])
+    ft.add_argument("--doc-stride", type=int, help="QA: tokens shared by adjacent windows")
+    _training_args(ft)
+    ft.set_defaults(func=cmd_finetune)
+
+    pt = sub.add_parser("pretrain", help="masked-LM pretraining, from an encoder or from scratch")
+    pt.add_argument("--objective", choices=["mlm", "mlm+nsp"])
+    pt.add_argument("--scratch-size", choices=["tiny", "mini", "small", "medium", "base"])
+    pt.add_argument("--vocab-size", type=int, help="scratch: WordPiece vocabulary size")
+    _training_args(pt)
+    pt.set_defaults(func=cmd_pretrain)
+
+    ex = sub.add_parser("export", help="export the best checkpoint of a run again")
+    ex.add_argument("run_id")
+    ex.add_argument("--home", type=Path)
+    ex.set_defaults(func=cmd_export)
 
     models = sub.add_parser("models", help="list the models in the store")
     models.add_argument("--home", type=Path)

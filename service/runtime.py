@@ -18,6 +18,7 @@ from tokenizers import Tokenizer
 
 from training import artifacts
 from training.artifacts import Manifest
+from training.spans import best_spans
 
 # Cosine similarities are multiplied by this before the softmax. all-MiniLM-L6-v2 was trained
 # with a contrastive loss at this scale (sentence-transformers' MultipleNegativesRankingLoss
@@ -192,10 +193,15 @@ class LoadedModel:
         return groups
 
     def run(self, encodings: Sequence) -> np.ndarray:
+        """The graph's first output for each input, in input order."""
+        return np.stack([row[0] for row in self.run_rows(encodings)])
+
+    def run_rows(self, encodings: Sequence) -> list[list[np.ndarray]]:
         """Run the graph over tokenized inputs, length-sorted and padded per sub-batch;
-        returns the first output in input order."""
+        returns, per input in input order, its row of every output (token outputs are padded
+        to the sub-batch width: trim them to the input's length)."""
         lengths = [len(e.ids) for e in encodings]
-        out: list[np.ndarray | None] = [None] * len(encodings)
+        out: list[list[np.ndarray] | None] = [None] * len(encodings)
         for group in self._sub_batches(lengths):
             width = max(lengths[i] for i in group)
             feed = {
@@ -210,10 +216,10 @@ class LoadedModel:
                 feed["attention_mask"][row, :n] = 1
                 feed["token_type_ids"][row, :n] = e.type_ids
             feed = {k: v for k, v in feed.items() if k in self.input_names}
-            result = self.session.run(None, feed)[0]
+            results = self.session.run(None, feed)
             for row, i in enumerate(group):
-                out[i] = result[row]
-        return np.stack(out)  # type: ignore[arg-type]
+                out[i] = [r[row] for r in results]
+        return out  # type: ignore[return-value]
 
 
 class EncoderModel(LoadedModel):
@@ -262,7 +268,66 @@ class EncoderModel(LoadedModel):
         return results
 
 
-_CLASSES: dict[str, type[LoadedModel]] = {"feature-extraction": EncoderModel}
+class ClassifierModel(LoadedModel):
+    """A fine-tuned classifier: softmax over its own labels."""
+
+    def classify(self, texts: Sequence[str], labels=None, template=None) -> list[dict]:
+        logits = self.run(self.tokenizer.encode_batch(list(texts)))
+        return classification_results(softmax(logits.astype(np.float64)), self.manifest.labels)
+
+
+class QAModel(LoadedModel):
+    """A fine-tuned extractive QA model: the best token span over sliding windows."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        m = self.manifest
+        self.max_answer_length = m.max_answer_length or 30
+        self.tokenizer.enable_truncation(
+            max_length=m.max_seq_length, stride=m.doc_stride or 64, strategy="only_second"
+        )
+
+    def answer(self, pairs: Sequence[tuple[str, str]]) -> list[dict]:
+        windows, owners = [], []
+        for i, (question, context) in enumerate(pairs):
+            enc = self.tokenizer.encode(question, context)
+            for w in [enc, *enc.overflowing]:
+                windows.append(w)
+                owners.append(i)
+        rows = self.run_rows(windows)
+        candidates: list[list[tuple[float, int, int]]] = [[] for _ in pairs]
+        for w, (start, end), owner in zip(windows, rows, owners, strict=True):
+            n = len(w.ids)
+            offsets = [
+                o if sid == 1 else None for o, sid in zip(w.offsets, w.sequence_ids, strict=True)
+            ]
+            candidates[owner] += best_spans(
+                start[:n], end[:n], offsets, max_answer_length=self.max_answer_length
+            )
+        results = []
+        for (_, context), cands in zip(pairs, candidates, strict=True):
+            if not cands:
+                results.append({"answer": "", "start": 0, "end": 0, "score": 0.0})
+                continue
+            scores = softmax(np.array([c[0] for c in cands], dtype=np.float64))
+            best = int(scores.argmax())
+            _, start, end = cands[best]
+            results.append(
+                {
+                    "answer": context[start:end],
+                    "start": start,
+                    "end": end,
+                    "score": float(scores[best]),
+                }
+            )
+        return results
+
+
+_CLASSES: dict[str, type[LoadedModel]] = {
+    "feature-extraction": EncoderModel,
+    "text-classification": ClassifierModel,
+    "extractive-qa": QAModel,
+}
 
 
 def load_model(folder: str | Path, **kwargs) -> LoadedModel:

@@ -72,6 +72,8 @@ class Manifest(BaseModel):
     files: dict[str, str] = Field(default_factory=dict, description="role -> relative path")
     precision: Precision = "fp32"
     max_seq_length: int = 256
+    doc_stride: int | None = Field(None, description="QA: tokens shared by adjacent windows")
+    max_answer_length: int | None = Field(None, description="QA: longest answer, in tokens")
     hidden_size: int | None = None
     parity: ParityReport | None = None
     metrics: dict[str, float] = Field(default_factory=dict)

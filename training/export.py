@@ -256,3 +256,88 @@ def export_encoder(
         )
         artifacts.write_manifest(out, manifest)
     return manifest
+
+
+class HeadOutputs(torch.nn.Module):
+    """A fine-tuned HF model whose outputs are plain tensors: logits, or start/end logits."""
+
+    def __init__(self, model: torch.nn.Module, names: list[str]):
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        out = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        )
+        return tuple(getattr(out, n) for n in self.names)
+
+
+HEAD_OUTPUTS = {"text-classification": ["logits"], "extractive-qa": ["start_logits", "end_logits"]}
+
+
+def export_finetuned(
+    model: torch.nn.Module,
+    tokenizer_dir: Path,
+    home: str | Path,
+    manifest: Manifest,
+    *,
+    validate,
+    num_heads: int,
+    hidden_size: int,
+    max_metric_drop: float = 1.0,
+    replace: bool = False,
+) -> Manifest:
+    """Export a fine-tuned classifier or QA model: fp32 (optimized) and int8 ONNX, a parity
+    report against PyTorch, and the precision to serve.
+
+    `validate(session) -> float` scores an ONNX Runtime session on the validation data (accuracy
+    or F1 in percent); int8 is served only when it scores within `max_metric_drop` points of
+    fp32.
+    """
+    names = HEAD_OUTPUTS[manifest.task]
+    module = HeadOutputs(model.eval(), names).eval()
+    with artifacts.staged_model_dir(home, manifest.id, replace=replace) as out:
+        model.save_pretrained(str(out / artifacts.HF_DIR))
+        shutil.copytree(tokenizer_dir, out / artifacts.TOKENIZER_DIR)
+        raw = to_onnx(module, out / artifacts.ONNX_DIR / "raw.onnx", names)
+        graphs = {
+            "fp32": optimize(
+                raw,
+                out / artifacts.ONNX_FILES["fp32"],
+                num_heads=num_heads,
+                hidden_size=hidden_size,
+            )
+        }
+        raw.unlink()
+        graphs["int8"] = quantize_int8(graphs["fp32"], out / artifacts.ONNX_FILES["int8"])
+
+        tok = load_tokenizer(out / artifacts.TOKENIZER_DIR, manifest.max_seq_length)
+        inputs = encode(tok, PARITY_TEXTS)
+        with torch.no_grad():
+            want = [t.numpy() for t in module(*(torch.from_numpy(inputs[n]) for n in INPUT_NAMES))]
+        report = ParityReport(samples=len(PARITY_TEXTS))
+        scores = {}
+        for precision, path in graphs.items():
+            session = ort_session(path)
+            got = session.run(None, inputs)
+            report.max_abs_diff[precision] = max(
+                float(np.abs(g - w).max()) for g, w in zip(got, want, strict=True)
+            )
+            scores[precision] = float(validate(session))
+        report.validation_metric = scores  # type: ignore[attr-defined]
+        precision: Precision = (
+            "int8" if scores["int8"] >= scores["fp32"] - max_metric_drop else "fp32"
+        )
+        manifest = manifest.model_copy(
+            update={
+                "files": {
+                    "tokenizer": artifacts.TOKENIZER_DIR,
+                    "hf": artifacts.HF_DIR,
+                    **{f"onnx_{p}": artifacts.ONNX_FILES[p] for p in graphs},
+                },
+                "precision": precision,
+                "parity": report,
+            }
+        )
+        artifacts.write_manifest(out, manifest)
+    return manifest

@@ -1,0 +1,55 @@
+"""Small labelled data written by the tests themselves (no shared datasets needed)."""
+
+import json
+import random
+from pathlib import Path
+
+POSITIVE = ["wonderful", "loved", "happy", "great", "minute"]
+NEGATIVE = ["dull", "tedious", "mess", "sad", "angry"]
+
+
+def classification_file(path: Path, rows: int = 96, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    with path.open("w") as f:
+        for i in range(rows):
+            label = "positive" if i % 2 else "negative"
+            words = rng.sample(POSITIVE if i % 2 else NEGATIVE, 3) + rng.sample(
+                ["the", "film", "was", "it"], 2
+            )
+            rng.shuffle(words)
+            f.write(json.dumps({"text": " ".join(words), "label": label}) + "\n")
+    return path
+
+
+CITIES = [("eiffel tower", "paris"), ("great wall", "china"), ("mount fuji", "japan")]
+
+
+def squad_file(path: Path, copies: int = 8) -> Path:
+    paragraphs = []
+    for k in range(copies):
+        for thing, place in CITIES:
+            context = (
+                f"the {thing} stands in {place} . refunds are issued within five working days ."
+            )
+            start = context.index(place)
+            paragraphs.append(
+                {
+                    "context": context,
+                    "qas": [
+                        {
+                            "id": f"{thing}-{k}",
+                            "question": f"where is the {thing}",
+                            "answers": [{"text": place, "answer_start": start}],
+                        }
+                    ],
+                }
+            )
+    path.write_text(json.dumps({"data": [{"title": "t", "paragraphs": paragraphs}]}))
+    return path
+
+
+def corpus_file(path: Path, lines: int = 200) -> Path:
+    from conftest import TINY_CORPUS
+
+    path.write_text("\n".join(TINY_CORPUS[i % len(TINY_CORPUS)] for i in range(lines)) + "\n")
+    return path

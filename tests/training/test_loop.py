@@ -1,0 +1,231 @@
+"""Real Ray Train on CPU with the tiny BERT: every task trains, DDP, resume, retry, export."""
+
+import numpy as np
+import pytest
+import torch
+from datasets import classification_file, corpus_file, squad_file
+
+from training import artifacts
+from training.__main__ import run
+from training.config import FinetuneSpec, PretrainSpec
+from training.data import DataError
+from training.export import INPUT_NAMES, encode, load_tokenizer, ort_session
+
+FAST = {"batch_size": 8, "learning_rate": 2e-3, "warmup_ratio": 0.0, "log_every_steps": 5}
+CPU = {"cpus_per_worker": 0.5}
+
+
+@pytest.fixture(scope="module")
+def home(ray_session, store, tmp_path_factory):
+    """A store with the tiny `base`, and training data made here."""
+    return store
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    return {
+        "cls": classification_file(d / "cls.jsonl"),
+        "qa": squad_file(d / "qa.json"),
+        "corpus": corpus_file(d / "corpus.txt"),
+    }
+
+
+def _losses(summary):
+    return [h["eval_loss"] for h in summary["history"]]
+
+
+@pytest.fixture(scope="module")
+def cls_run(home, files):
+    spec = FinetuneSpec(
+        run_id="t-cls",
+        task="text-classification",
+        train_file=files["cls"],
+        hyperparameters={**FAST, "epochs": 4},
+        scaling=CPU,
+    )
+    return run(spec, home)
+
+
+@pytest.fixture(scope="module")
+def qa_run(home, files):
+    spec = FinetuneSpec(
+        run_id="t-qa",
+        task="extractive-qa",
+        train_file=files["qa"],
+        validation_split=0.25,
+        hyperparameters={**FAST, "epochs": 6, "max_seq_length": 32, "doc_stride": 8},
+        scaling=CPU,
+    )
+    return run(spec, home)
+
+
+def test_classification_trains_exports_and_matches_pytorch(home, cls_run):
+    summary = cls_run
+    losses = _losses(summary)
+    assert len(losses) == 4 and losses[-1] < losses[0], losses
+    assert summary["metrics"]["accuracy"] >= 0.5
+
+    folder = artifacts.model_dir(home, "t-cls")
+    manifest = artifacts.read_manifest(folder)
+    assert manifest.task == "text-classification" and manifest.labels == ["negative", "positive"]
+    assert manifest.base == "base" and len(manifest.dataset_sha256) == 64
+    assert manifest.spec["run_id"] == "t-cls" and "accuracy" in manifest.metrics
+    assert manifest.parity.max_abs_diff["fp32"] < 1e-4
+    assert set(manifest.parity.validation_metric) == {"fp32", "int8"}
+    if manifest.precision == "int8":
+        assert (
+            manifest.parity.validation_metric["int8"]
+            >= manifest.parity.validation_metric["fp32"] - 1.0
+        )
+
+    # the exported graph against PyTorch on other inputs (dynamic batch and length)
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(folder / "hf"), attn_implementation="eager"
+    ).eval()
+    feed = encode(
+        load_tokenizer(folder / "tokenizer", 64),
+        ["wonderful film", "dull tedious mess it was", "sad"],
+    )
+    got = ort_session(folder / manifest.onnx_file("fp32")).run(None, feed)[0]
+    with torch.no_grad():
+        want = model(**{k: torch.from_numpy(feed[k]) for k in INPUT_NAMES}).logits.numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_qa_trains_and_exports(home, qa_run):
+    summary = qa_run
+    losses = _losses(summary)
+    assert losses[-1] < losses[0], losses
+    assert {"exact_match", "f1"} <= set(summary["metrics"])
+    manifest = artifacts.read_manifest(artifacts.model_dir(home, "t-qa"))
+    assert manifest.task == "extractive-qa" and manifest.parity.max_abs_diff["fp32"] < 1e-4
+    assert manifest.doc_stride == 8 and manifest.max_answer_length == 30
+
+
+def test_fine_tuned_models_are_served_on_the_next_request(service_url, cls_run, qa_run):
+    """The Serve app was deployed before these models existed: no redeploy, no restart."""
+    from conftest import post
+
+    status, body = post(
+        f"{service_url}/v1/classify",
+        {"model": "t-cls", "inputs": ["wonderful loved film", "dull mess"]},
+    )
+    assert status == 200, body
+    assert all(set(r["scores"]) == {"negative", "positive"} for r in body["results"])
+    status, body = post(
+        f"{service_url}/v1/classify", {"model": "t-cls", "inputs": ["x"], "labels": ["a", "b"]}
+    )
+    assert status == 400 and body["error"]["param"] == "labels"
+    status, body = post(f"{service_url}/v1/qa", {"model": "t-cls", "question": "q", "context": "c"})
+    assert status == 400 and "text-classification model" in body["error"]["message"]
+
+    context = "the great wall stands in china . refunds are issued within five working days ."
+    status, body = post(
+        f"{service_url}/v1/qa",
+        {"model": "t-qa", "question": "where is the great wall", "context": context},
+    )
+    assert status == 200, body
+    (r,) = body["results"]
+    assert context[r["start"] : r["end"]] == r["answer"] and r["answer"]
+    # a long context is read in several windows (max_seq_length 32, stride 8)
+    long_context = " ".join(["refunds are issued within five working days ."] * 6) + " " + context
+    status, body = post(
+        f"{service_url}/v1/qa",
+        {"model": "t-qa", "question": "where is the great wall", "context": long_context},
+    )
+    assert status == 200, body
+    (r,) = body["results"]
+    assert long_context[r["start"] : r["end"]] == r["answer"]
+
+
+def test_masked_lm_continued_from_base_makes_an_encoder(home, files):
+    spec = PretrainSpec(
+        run_id="t-mlm",
+        train_file=files["corpus"],
+        hyperparameters={**FAST, "epochs": 3, "max_seq_length": 32},
+        scaling=CPU,
+    )
+    summary = run(spec, home)
+    losses = _losses(summary)
+    assert losses[-1] < losses[0], losses
+    assert "masked_accuracy" in summary["metrics"] and "perplexity" in summary["metrics"]
+    manifest = artifacts.read_manifest(artifacts.model_dir(home, "t-mlm"))
+    assert manifest.task == "feature-extraction" and manifest.base == "base"  # a new base encoder
+
+
+def test_masked_lm_from_scratch_with_nsp(home, files):
+    spec = PretrainSpec(
+        run_id="t-scratch",
+        base_model="scratch",
+        scratch_size="tiny",
+        vocab_size=200,
+        objective="mlm+nsp",
+        train_file=files["corpus"],
+        export=False,
+        hyperparameters={**FAST, "epochs": 3, "max_seq_length": 32},
+        scaling=CPU,
+    )
+    summary = run(spec, home)
+    losses = _losses(summary)
+    assert losses[-1] < losses[0], losses
+    vocab = (home / "runs" / "t-scratch" / "inputs" / "tokenizer" / "vocab.txt").read_text().split()
+    assert vocab[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] and len(vocab) <= 200
+
+
+def test_two_worker_ddp(home, files):
+    spec = FinetuneSpec(
+        run_id="t-ddp",
+        task="text-classification",
+        train_file=files["cls"],
+        export=False,
+        hyperparameters={**FAST, "epochs": 2},
+        scaling={"num_workers": 2, **CPU},
+    )
+    summary = run(spec, home)
+    assert summary["final"]["workers"] == 2
+    # each worker sees half the data: half the steps of one worker per epoch
+    assert summary["final"]["step"] == 2 * -(-(87 // 2 + 87 % 2) // 8)
+
+
+def test_worker_death_is_retried_from_the_checkpoint(home, files):
+    spec = FinetuneSpec(
+        run_id="t-retry",
+        task="text-classification",
+        train_file=files["cls"],
+        export=False,
+        max_failures=1,
+        hyperparameters={**FAST, "epochs": 1, "eval_every_steps": 4},
+        scaling=CPU,
+    )
+    summary = run(spec, home, fault_injection={"crash_at_step": 6})
+    assert (home / "runs" / "t-retry" / "inputs" / "crashed").exists()  # it did die
+    steps = [(h["step"], h["resumed_from_step"]) for h in summary["history"]]
+    assert (4, 0) in steps and steps[-1] == (11, 4), steps  # retried from step 4, finished
+
+
+def test_a_stopped_run_resumes_when_rerun_with_the_same_name(home, files):
+    spec = FinetuneSpec(
+        run_id="t-resume",
+        task="text-classification",
+        train_file=files["cls"],
+        export=False,
+        max_failures=0,
+        hyperparameters={**FAST, "epochs": 1, "eval_every_steps": 4},
+        scaling=CPU,
+    )
+    with pytest.raises(Exception):  # noqa: B017 - Ray wraps the worker's death
+        run(spec, home, fault_injection={"crash_at_step": 6})
+    summary = run(spec, home)
+    assert summary["final"]["step"] == 11 and summary["final"]["resumed_from_step"] == 4
+
+
+def test_invalid_data_fails_before_any_compute(home, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a", "label": "x"}\n{"text": "b"}\n')
+    spec = FinetuneSpec(run_id="t-bad", task="text-classification", train_file=bad, scaling=CPU)
+    with pytest.raises(DataError, match=r"bad.jsonl line 2: \"label\" is missing"):
+        run(spec, home)
+    assert not list((home / "runs" / "t-bad").glob("checkpoint_*"))

@@ -1,0 +1,347 @@
+"""The job entry point: `python -m training SPEC.json [--home DIR]`.
+
+Validate the spec and the data (before any compute), prepare the run once in the driver (the
+tokenizer, the initial weights, tokenized datasets, under <home>/runs/<run_id>/inputs), run the
+loop on Ray Train, then export the best checkpoint into the model store. Rerunning the same
+spec resumes the same run from its last checkpoint. Progress and metrics are JSON lines on
+stdout (`{"tuneserve_event": {...}}`), read by the job service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+from transformers import AutoConfig, BertConfig, BertForPreTraining
+
+from training import artifacts, data
+from training.config import SCRATCH, SCRATCH_SIZES, FinetuneSpec, PretrainSpec, load_spec
+from training.loop import STATE_FILE, TASKS, _emit, fit, make_task
+from training.tasks import QATask, load_tokenizer, postprocess_qa, squad_scores
+
+EXIT_BAD_INPUT = 2
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _split(items: list, share: float, seed: int) -> tuple[list, list]:
+    order = np.random.default_rng(seed).permutation(len(items))
+    n_eval = max(1, int(len(items) * share)) if share else 0
+    return [items[i] for i in order[n_eval:]], [items[i] for i in order[:n_eval]]
+
+
+def read_data(spec: PretrainSpec | FinetuneSpec):
+    """(train, validation) in the task's reader format; a DataError names file and line."""
+    hp = spec.hyperparameters
+    reader = {
+        "text-classification": data.read_classification,
+        "extractive-qa": data.read_squad,
+        "masked-lm": data.read_corpus,
+    }[spec.task]
+    train = reader(spec.train_file)
+    if spec.validation_file:
+        return train, reader(spec.validation_file)
+    if spec.task == "text-classification":
+        rows = list(zip(train.texts, train.labels, strict=True))
+        tr, ev = _split(rows, spec.validation_split, hp.seed)
+        return (
+            data.ClassificationData([t for t, _ in tr], [lab for _, lab in tr]),
+            data.ClassificationData([t for t, _ in ev], [lab for _, lab in ev]),
+        )
+    return _split(train, spec.validation_split, hp.seed)
+
+
+def prepare(spec: PretrainSpec | FinetuneSpec, home: Path, inputs: Path) -> dict:
+    """Write tokenizer/, init/ and prepared.pt under `inputs`; reuse them when present."""
+    if (inputs / "prepared.pt").is_file():
+        return json.loads((inputs / "prepared.json").read_text())
+    train, val = read_data(spec)
+    hp = spec.hyperparameters
+    staging = Path(tempfile.mkdtemp(prefix=".prep-", dir=inputs.parent))
+    if spec.base_model == SCRATCH:
+        from training.tokenizer import train_wordpiece
+
+        train_wordpiece(train, staging / "tokenizer", spec.vocab_size)
+        layers, hidden, heads, inter = SCRATCH_SIZES[spec.scratch_size]
+        tok = load_tokenizer(staging / "tokenizer", hp.max_seq_length)
+        config = BertConfig(
+            vocab_size=len(tok),
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=inter,
+            max_position_embeddings=max(512, hp.max_seq_length),
+            pad_token_id=tok.pad_token_id,
+        )
+        # random weights saved once, so every worker and every retry starts from the same ones
+        # (BertForPreTraining holds the MLM and NSP heads; an MLM-only run ignores NSP's)
+        torch.manual_seed(hp.seed)
+        BertForPreTraining(config).save_pretrained(staging / "init")
+        base_info = {"base": None, "source": f"scratch:{spec.scratch_size}"}
+    else:
+        base_dir = artifacts.model_dir(home, spec.base_model)
+        manifest = artifacts.read_manifest(base_dir)  # FileNotFoundError names the folder
+        shutil.copytree(
+            base_dir / manifest.files.get("tokenizer", "tokenizer"), staging / "tokenizer"
+        )
+        shutil.copytree(base_dir / manifest.files.get("hf", "hf"), staging / "init")
+        base_info = {"base": spec.base_model, "source": manifest.source}
+    tok = load_tokenizer(staging / "tokenizer", hp.max_seq_length)
+    labels = train.label_names if spec.task == "text-classification" else []
+    task = make_task(spec, tok, labels)
+    if spec.task == "text-classification":
+        unknown = sorted(set(val.labels) - set(labels))
+        if unknown:
+            raise data.DataError(
+                spec.validation_file or spec.train_file,
+                [f"validation labels {unknown} are not in the training data"],
+            )
+        prepared = {
+            "train": task.features(train.texts, train.labels),
+            "eval": task.features(val.texts, val.labels),
+        }
+    elif spec.task == "extractive-qa":
+        prepared = {
+            "train": task.windows(train),
+            "eval": {"examples": val, "windows": task.windows(val)},
+        }
+    else:
+        prepared = {"train": task.blocks(train, hp.seed), "eval": task.blocks(val, hp.seed + 1)}
+    prepared["labels"] = labels
+    torch.save(prepared, staging / "prepared.pt")
+    info = {
+        "labels": labels,
+        "train_rows": len(train.texts) if hasattr(train, "texts") else len(train),
+        "train_items": len(prepared["train"]),
+        "dataset_sha256": sha256(spec.train_file),
+        **base_info,
+    }
+    (staging / "prepared.json").write_text(json.dumps(info))
+    if inputs.exists():
+        shutil.rmtree(inputs)
+    os.replace(staging, inputs)
+    return info
+
+
+def _onnx_validator(task, prepared: dict):
+    """session -> the validation metric in percent, through ONNX Runtime."""
+
+    def feeds(items):
+        for i in range(0, len(items), 64):
+            batch = task.collate(items[i : i + 64])
+            yield (
+                {k: batch[k].numpy() for k in ("input_ids", "attention_mask", "token_type_ids")},
+                batch,
+            )
+
+    if isinstance(task, QATask):
+        windows, examples = prepared["eval"]["windows"], prepared["eval"]["examples"]
+
+        def validate_qa(session) -> float:
+            width = task.hp.max_seq_length
+            starts, ends = [], []
+            for feed, _ in feeds(windows):
+                s, e = session.run(None, feed)
+                for logits, acc in ((s, starts), (e, ends)):
+                    pad = np.full((len(logits), width), -1e4, dtype=np.float32)
+                    pad[:, : logits.shape[1]] = logits
+                    acc.append(pad)
+            preds = postprocess_qa(
+                examples,
+                windows,
+                np.concatenate(starts),
+                np.concatenate(ends),
+                max_answer_length=task.hp.max_answer_length,
+            )
+            return squad_scores(preds, examples)["f1"]
+
+        return validate_qa
+
+    def validate_cls(session) -> float:
+        right = total = 0
+        for feed, batch in feeds(prepared["eval"]):
+            pred = session.run(None, feed)[0].argmax(-1)
+            right += int((pred == batch["labels"].numpy()).sum())
+            total += len(pred)
+        return 100.0 * right / max(total, 1)
+
+    return validate_cls
+
+
+def export_run(
+    spec,
+    home: Path,
+    inputs: Path,
+    best_dir: Path,
+    info: dict,
+    metrics: dict,
+    *,
+    replace: bool = False,
+):
+    from training.export import export_encoder, export_finetuned
+
+    hf = best_dir / "hf"
+    config = AutoConfig.from_pretrained(str(hf))
+    tok = load_tokenizer(inputs / "tokenizer", spec.hyperparameters.max_seq_length)
+    task = make_task(spec, tok, info["labels"])
+    model = task.build_model(hf).eval()
+    extras = {
+        "spec": json.loads(spec.model_dump_json()),
+        "dataset_sha256": info["dataset_sha256"],
+        "run_id": spec.run_id,
+    }
+    numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+    if spec.task == "masked-lm":
+        # the product of pretraining is an encoder: export it as a base for later fine-tunes
+        with tempfile.TemporaryDirectory() as tmp:
+            encoder = getattr(model, model.base_model_prefix)
+            encoder.save_pretrained(tmp)
+            for f in (inputs / "tokenizer").iterdir():
+                shutil.copy2(f, tmp)
+            manifest = export_encoder(
+                tmp,
+                home,
+                spec.model_id,
+                source=info["source"],
+                max_seq_length=spec.hyperparameters.max_seq_length,
+                replace=replace,
+            )
+        manifest = manifest.model_copy(update={"base": info["base"], "metrics": numeric, **extras})
+        artifacts.write_manifest(artifacts.model_dir(home, spec.model_id), manifest)
+        return manifest
+    manifest = artifacts.Manifest(
+        id=spec.model_id,
+        task=spec.task,
+        base=info["base"],
+        source=info["source"],
+        labels=info["labels"],
+        max_seq_length=spec.hyperparameters.max_seq_length,
+        hidden_size=config.hidden_size,
+        metrics=numeric,
+        **extras,
+        **(
+            {
+                "doc_stride": spec.hyperparameters.doc_stride,
+                "max_answer_length": spec.hyperparameters.max_answer_length,
+            }
+            if spec.task == "extractive-qa"
+            else {}
+        ),
+    )
+    prepared = torch.load(inputs / "prepared.pt", weights_only=False)
+    return export_finetuned(
+        model,
+        inputs / "tokenizer",
+        home,
+        manifest,
+        validate=_onnx_validator(task, prepared),
+        num_heads=config.num_attention_heads,
+        hidden_size=config.hidden_size,
+        replace=replace,
+    )
+
+
+def run(
+    spec: PretrainSpec | FinetuneSpec,
+    home: str | Path,
+    *,
+    fault_injection: dict | None = None,
+    replace_model: bool = False,
+) -> dict:
+    """Prepare, train (resuming a run of the same id), export. Returns a summary."""
+    import ray
+
+    home = Path(home).resolve()
+    runs = home / "runs"
+    inputs = runs / spec.run_id / "inputs"
+    inputs.parent.mkdir(parents=True, exist_ok=True)
+    info = prepare(spec, home, inputs)
+    _emit({"type": "message", "message": f"prepared {info['train_items']} training items"})
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"))
+    task_cls = TASKS[spec.task]
+    result = fit(
+        spec,
+        inputs,
+        runs,
+        fault_injection=fault_injection,
+        metric=task_cls.metric,
+        mode=task_cls.mode,
+    )
+    if result.error:
+        raise result.error
+    # the best by the task's metric; on a tie, the later one (it has trained longer)
+    sign = 1 if task_cls.mode == "max" else -1
+    ranked = sorted(
+        result.best_checkpoints or [(result.checkpoint, result.metrics)],
+        key=lambda cm: (sign * cm[1][task_cls.metric], cm[1]["step"]),
+    )
+    best, best_metrics = ranked[-1]
+    with result.checkpoint.as_directory() as d:
+        history = torch.load(Path(d) / STATE_FILE, weights_only=False)["history"]
+    summary = {
+        "run_id": spec.run_id,
+        "metrics": best_metrics,
+        "final": result.metrics,
+        "checkpoint": best.path,
+        "history": history,
+    }
+    if spec.export:
+        with best.as_directory() as d:
+            manifest = export_run(
+                spec, home, inputs, Path(d), info, best_metrics, replace=replace_model
+            )
+        summary["model"] = manifest.id
+        summary["precision"] = manifest.precision
+        summary["parity"] = manifest.parity.model_dump() if manifest.parity else None
+    _emit(
+        {"type": "result", **{k: v for k, v in summary.items() if k not in ("parity", "history")}}
+    )
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training", description="run one training spec")
+    p.add_argument("spec", type=Path, help="a PretrainSpec or FinetuneSpec as JSON")
+    p.add_argument(
+        "--home", type=Path, default=Path(os.environ.get("TUNESERVE_HOME", ".tuneserve"))
+    )
+    p.add_argument("--replace-model", action="store_true", help="overwrite an exported model")
+    args = p.parse_args(argv)
+    try:
+        spec = load_spec(args.spec.read_text())
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err["loc"][1:]) or "spec"
+            print(f"invalid spec {args.spec}: {loc}: {err['msg']}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        summary = run(spec, args.home, replace_model=args.replace_model)
+    except (data.DataError, FileNotFoundError) as exc:
+        print(f"invalid data: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(
+        json.dumps(
+            {k: v for k, v in summary.items() if k not in ("parity", "history")}, default=str
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
