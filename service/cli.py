@@ -220,7 +220,7 @@ def run_training(spec: dict, home: Path, *, replace_model: bool = False) -> int:
     print(
         f"run {spec['run_id']}: {spec['task']} from {spec['base_model']} (logs: {runs / 'train.log'})"
     )
-    last_step, result = 0, None
+    last_step, result, in_error = 0, None, False
     try:
         with (
             (runs / "train.log").open("a") as log,
@@ -236,7 +236,11 @@ def run_training(spec: dict, home: Path, *, replace_model: bool = False) -> int:
                 log.write(line)
                 at = line.find('{"tuneserve_event"')
                 if at < 0:
-                    if line.startswith(("invalid spec", "invalid data")):
+                    # a refused spec or data file: its message and the problem lines under it
+                    in_error = line.startswith(("invalid spec", "invalid data")) or (
+                        in_error and line.startswith("  ")
+                    )
+                    if in_error:
                         print(line.rstrip(), file=sys.stderr)
                     continue
                 event = json.loads(line[at:])["tuneserve_event"]

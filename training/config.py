@@ -48,6 +48,7 @@ class Hyperparameters(_Strict):
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps")
     eval_every_steps: int | None = Field(None, ge=1, description="also evaluate every N steps")
     log_every_steps: int = Field(20, ge=1)
+    eval_before_training: bool = Field(False, description="also evaluate the starting model")
     mlm_probability: float = Field(0.15, gt=0, lt=1, description="masked-lm: tokens masked")
 
 

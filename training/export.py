@@ -156,11 +156,12 @@ def quantize_int8(src: Path, dst: Path, *, attention: bool = True) -> Path:
     return dst
 
 
-def ort_session(path: Path, threads: int = 1) -> ort.InferenceSession:
+def ort_session(path: Path, threads: int = 1, *, cuda: bool = False) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    providers = ["CUDAExecutionProvider"] if cuda else []
+    return ort.InferenceSession(str(path), opts, providers=[*providers, "CPUExecutionProvider"])
 
 
 def parity_report(
@@ -285,10 +286,11 @@ def export_finetuned(
     num_heads: int,
     hidden_size: int,
     max_metric_drop: float = 1.0,
+    gpu: bool = False,
     replace: bool = False,
 ) -> Manifest:
-    """Export a fine-tuned classifier or QA model: fp32 (optimized) and int8 ONNX, a parity
-    report against PyTorch, and the precision to serve.
+    """Export a fine-tuned classifier or QA model: fp32 (optimized) and int8 ONNX (and fp16
+    when `gpu`), a parity report against PyTorch, and the precision to serve.
 
     `validate(session) -> float` scores an ONNX Runtime session on the validation data (accuracy
     or F1 in percent); int8 is served only when it scores within `max_metric_drop` points of
@@ -318,7 +320,7 @@ def export_finetuned(
         report = ParityReport(samples=len(PARITY_TEXTS))
         scores = {}
         for precision, path in graphs.items():
-            session = ort_session(path)
+            session = ort_session(path, cuda=precision == "fp16")
             got = session.run(None, inputs)
             report.max_abs_diff[precision] = max(
                 float(np.abs(g - w).max()) for g, w in zip(got, want, strict=True)

@@ -110,8 +110,20 @@ def train_loop_per_worker(config: dict) -> None:
     resumed_from = step
 
     evaluate = _evaluator(task, prepared, hp, device)
+    if hp.eval_before_training and not checkpoint:
+        before = {
+            **evaluate(model),
+            "step": 0,
+            "epoch": 0,
+            "resumed_from_step": 0,
+            "workers": world,
+        }
+        history.append(before)  # recorded, not reported: nothing to checkpoint yet
+        if rank == 0:
+            _emit({"type": "metrics", **before})
     model.train()
     started, samples, tokens = time.monotonic(), 0, 0
+    train_seconds = 0.0  # time in training steps only, not evaluation or checkpoints
     fault = config.get("fault_injection") or {}
 
     def save_and_report(metrics: dict) -> None:
@@ -148,6 +160,7 @@ def train_loop_per_worker(config: dict) -> None:
     done = step >= total_steps
     while not done:
         sampler.set_epoch(epoch)
+        tick = time.monotonic()
         for i, batch in enumerate(loader):
             if i < batch_in_epoch:  # resuming mid-epoch: skip what was already trained on
                 continue
@@ -166,6 +179,8 @@ def train_loop_per_worker(config: dict) -> None:
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            now = time.monotonic()
+            train_seconds += now - tick
 
             if rank == 0 and (step % hp.log_every_steps == 0 or step == total_steps):
                 elapsed = time.monotonic() - started
@@ -195,6 +210,7 @@ def train_loop_per_worker(config: dict) -> None:
                 break
             if hp.eval_every_steps and step % hp.eval_every_steps == 0:
                 save_and_report({"loss": float(loss) * hp.gradient_accumulation, **evaluate(model)})
+            tick = time.monotonic()
         else:
             epoch, batch_in_epoch = epoch + 1, 0
             if not done:

@@ -1,0 +1,82 @@
+"""`tuneserve finetune` end to end: its subprocess joins the session's Ray (RAY_ADDRESS)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from datasets import classification_file
+
+from training import artifacts
+
+
+@pytest.fixture
+def env(ray_session):
+    import ray
+
+    return {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+
+
+def _tuneserve(env, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+
+
+def test_finetune_shows_progress_and_registers_the_model(env, store, tmp_path):
+    data = classification_file(tmp_path / "cls.jsonl")
+    out = _tuneserve(
+        env,
+        "finetune",
+        "--task",
+        "text-classification",
+        "--train",
+        str(data),
+        "--home",
+        str(store),
+        "--run-id",
+        "cli-cls",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--log-every",
+        "2",
+        "--learning-rate",
+        "0.002",
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "step 22/22" in out.stdout and "[####" in out.stdout
+    assert "eval at step 11:" in out.stdout and "'accuracy'" in out.stdout
+    assert "model cli-cls is in the store" in out.stdout
+    assert artifacts.read_manifest(artifacts.model_dir(store, "cli-cls")).labels == [
+        "negative",
+        "positive",
+    ]
+    # export again from the finished run: nothing is trained, the model is replaced
+    again = _tuneserve(env, "export", "cli-cls", "--home", str(store))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "model cli-cls is in the store" in again.stdout and "step 1/" not in again.stdout
+
+
+def test_finetune_refuses_bad_data_with_the_line(env, store, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n{"label": "x"}\n')
+    out = _tuneserve(
+        env,
+        "finetune",
+        "--task",
+        "text-classification",
+        "--train",
+        str(bad),
+        "--home",
+        str(store),
+        "--run-id",
+        "cli-bad",
+    )
+    assert out.returncode == 2
+    assert 'bad.jsonl line 3: "text" is missing or empty' in out.stderr
