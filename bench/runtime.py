@@ -102,6 +102,19 @@ def measure(
     return times
 
 
+def row(engine: str, batch: int, seq, seconds: float, base: float, out, want) -> dict:
+    return {
+        "engine": engine,
+        "batch": batch,
+        "seq": seq,
+        "seq_per_s": batch / seconds,
+        "ms_per_call": seconds * 1000,
+        "speedup": base / seconds,
+        "max_abs": float(np.abs(out - want).max()),
+        "min_cos": cosine(out, want),
+    }
+
+
 def fixed_table(engines: Engines, seconds: float) -> list[dict]:
     rows = []
     vocab = engines.eager.encoder.config.vocab_size
@@ -119,18 +132,7 @@ def fixed_table(engines: Engines, seconds: float) -> list[dict]:
                 out = (
                     want if name == "eager fp32" else engines.onnx[name].session.run(None, feed)[0]
                 )
-                rows.append(
-                    {
-                        "engine": name,
-                        "batch": batch,
-                        "seq": length,
-                        "seq_per_s": batch / med,
-                        "ms_per_call": med * 1000,
-                        "speedup": base / med,
-                        "max_abs": float(np.abs(out - want).max()),
-                        "min_cos": cosine(out, want),
-                    }
-                )
+                rows.append(row(name, batch, length, med, base, out, want))
     return rows
 
 
@@ -165,16 +167,7 @@ def mixed_table(engines: Engines, seconds: float, batch: int = 32) -> list[dict]
         key = name.split(" (")[0]
         out = want if key == "eager fp32" else engines.onnx[key].embed(texts)
         rows.append(
-            {
-                "engine": name,
-                "batch": batch,
-                "seq": f"{min(len(e.ids) for e in encs)}-{width}",
-                "seq_per_s": batch / med,
-                "ms_per_call": med * 1000,
-                "speedup": base / med,
-                "max_abs": float(np.abs(out - want).max()),
-                "min_cos": cosine(out, want),
-            }
+            row(name, batch, f"{min(len(e.ids) for e in encs)}-{width}", med, base, out, want)
         )
     return rows
 

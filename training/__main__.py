@@ -26,7 +26,7 @@ from transformers import AutoConfig, BertConfig, BertForPreTraining
 from training import artifacts, data
 from training.config import SCRATCH, SCRATCH_SIZES, FinetuneSpec, PretrainSpec, load_spec
 from training.loop import STATE_FILE, TASKS, _emit, fit, make_task
-from training.tasks import QATask, load_tokenizer, postprocess_qa, squad_scores
+from training.tasks import QATask, load_tokenizer
 
 EXIT_BAD_INPUT = 2
 
@@ -153,22 +153,12 @@ def _onnx_validator(task, prepared: dict):
         windows, examples = prepared["eval"]["windows"], prepared["eval"]["examples"]
 
         def validate_qa(session) -> float:
-            width = task.hp.max_seq_length
             starts, ends = [], []
             for feed, _ in feeds(windows):
-                s, e = session.run(None, feed)
-                for logits, acc in ((s, starts), (e, ends)):
-                    pad = np.full((len(logits), width), -1e4, dtype=np.float32)
-                    pad[:, : logits.shape[1]] = logits
-                    acc.append(pad)
-            preds = postprocess_qa(
-                examples,
-                windows,
-                np.concatenate(starts),
-                np.concatenate(ends),
-                max_answer_length=task.hp.max_answer_length,
-            )
-            return squad_scores(preds, examples)["f1"]
+                start_logits, end_logits = session.run(None, feed)
+                starts.append(start_logits)
+                ends.append(end_logits)
+            return task.scores(starts, ends, examples, windows)["f1"]
 
         return validate_qa
 

@@ -264,6 +264,34 @@ class QATask:
         keep = ("input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions")
         return pad_batch([{k: w[k] for k in keep} for w in windows], self.tokenizer.pad_token_id)
 
+    def scores(
+        self,
+        starts: list[np.ndarray],
+        ends: list[np.ndarray],
+        examples: Sequence[QAExample],
+        windows: Sequence[dict],
+    ) -> dict[str, float]:
+        """SQuAD EM/F1 from per-batch start/end logits (each batch as wide as its longest
+        window), whichever runtime made them: PyTorch in training, ONNX Runtime at export."""
+        width = self.hp.max_seq_length
+
+        def stack(chunks: list[np.ndarray]) -> np.ndarray:
+            out = np.full((sum(len(c) for c in chunks), width), -1e4, dtype=np.float32)
+            row = 0
+            for c in chunks:
+                out[row : row + len(c), : c.shape[1]] = c
+                row += len(c)
+            return out
+
+        predictions = postprocess_qa(
+            examples,
+            windows,
+            stack(starts),
+            stack(ends),
+            max_answer_length=self.hp.max_answer_length,
+        )
+        return squad_scores(predictions, examples)
+
     @torch.no_grad()
     def evaluate(
         self, model, loader, device, examples: Sequence[QAExample], windows: Sequence[dict]
@@ -275,20 +303,10 @@ class QATask:
             out = model(**batch)
             losses += float(out.loss) * len(batch["input_ids"])
             n += len(batch["input_ids"])
-            width = self.hp.max_seq_length
-            for logits, acc in ((out.start_logits, starts), (out.end_logits, ends)):
-                padded = torch.full((logits.shape[0], width), -1e4, device=logits.device)
-                padded[:, : logits.shape[1]] = logits
-                acc.append(padded.float().cpu().numpy())
+            starts.append(out.start_logits.float().cpu().numpy())
+            ends.append(out.end_logits.float().cpu().numpy())
         model.train()
-        predictions = postprocess_qa(
-            examples,
-            windows,
-            np.concatenate(starts),
-            np.concatenate(ends),
-            max_answer_length=self.hp.max_answer_length,
-        )
-        return {**squad_scores(predictions, examples), "eval_loss": losses / max(n, 1)}
+        return {**self.scores(starts, ends, examples, windows), "eval_loss": losses / max(n, 1)}
 
 
 # ---------------------------------------------------------------------------- masked LM
