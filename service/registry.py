@@ -123,5 +123,10 @@ def view(manifest: Manifest) -> ModelView:
         base=manifest.base,
         labels=manifest.labels,
         precision=manifest.precision,
+        metrics={
+            k: v
+            for k, v in manifest.metrics.items()
+            if k not in ("step", "epoch", "workers", "resumed_from_step")
+        },
         created_at=manifest.created_at,
     )

@@ -153,6 +153,10 @@ class ModelView(BaseModel):
     base: str | None
     labels: list[str]
     precision: str
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="validation metrics of the checkpoint it was exported from",
+    )
     created_at: datetime
 
 

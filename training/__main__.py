@@ -66,13 +66,38 @@ def read_data(spec: PretrainSpec | FinetuneSpec):
     return _split(train, spec.validation_split, hp.seed)
 
 
+# fields that may differ when a run is started again (they do not change what is trained)
+RERUN_FREE = {"export", "output_model_id", "max_failures"}
+
+
+def _trained_part(spec: PretrainSpec | FinetuneSpec) -> dict:
+    return json.loads(spec.model_dump_json(exclude=RERUN_FREE))
+
+
 def prepare(spec: PretrainSpec | FinetuneSpec, home: Path, inputs: Path) -> dict:
-    """Write tokenizer/, init/ and prepared.pt under `inputs`; reuse them when present."""
+    """Write tokenizer/, init/ and prepared.pt under `inputs`; reuse them when the same run is
+    started again, and refuse a different spec under the same run id."""
     if (inputs / "prepared.pt").is_file():
-        return json.loads((inputs / "prepared.json").read_text())
+        info = json.loads((inputs / "prepared.json").read_text())
+        if "spec" in info and info["spec"] != _trained_part(spec):
+            old, new = info.get("spec") or {}, _trained_part(spec)
+            changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            raise ValueError(
+                f"run {spec.run_id!r} already exists with a different spec (changed: "
+                f"{', '.join(changed)}); rerunning a run id resumes it, so give a new run id"
+            )
+        return info
     train, val = read_data(spec)
-    hp = spec.hyperparameters
     staging = Path(tempfile.mkdtemp(prefix=".prep-", dir=inputs.parent))
+    try:
+        return _prepare_into(spec, home, inputs, staging, train, val)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _prepare_into(spec, home: Path, inputs: Path, staging: Path, train, val) -> dict:
+    hp = spec.hyperparameters
     if spec.base_model == SCRATCH:
         from training.tokenizer import train_wordpiece
 
@@ -129,6 +154,7 @@ def prepare(spec: PretrainSpec | FinetuneSpec, home: Path, inputs: Path) -> dict
         "train_rows": len(train.texts) if hasattr(train, "texts") else len(train),
         "train_items": len(prepared["train"]),
         "dataset_sha256": sha256(spec.train_file),
+        "spec": _trained_part(spec),
         **base_info,
     }
     (staging / "prepared.json").write_text(json.dumps(info))
@@ -324,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
         summary = run(spec, args.home, replace_model=args.replace_model)
     except (data.DataError, FileNotFoundError) as exc:
         print(f"invalid data: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ValueError as exc:  # a run id reused with another spec
+        print(f"invalid spec {args.spec}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(
         json.dumps(

@@ -119,6 +119,11 @@ def test_fine_tuned_models_are_served_on_the_next_request(service_url, cls_run, 
         f"{service_url}/v1/classify", {"model": "t-cls", "inputs": ["x"], "labels": ["a", "b"]}
     )
     assert status == 400 and body["error"]["param"] == "labels"
+    from conftest import get
+
+    status, view = get(f"{service_url}/v1/models/t-cls")
+    assert status == 200 and view["task"] == "text-classification" and view["base"] == "base"
+    assert view["labels"] == ["negative", "positive"] and 0 <= view["metrics"]["accuracy"] <= 1
     status, body = post(f"{service_url}/v1/qa", {"model": "t-cls", "question": "q", "context": "c"})
     assert status == 400 and "text-classification model" in body["error"]["message"]
 
@@ -141,19 +146,49 @@ def test_fine_tuned_models_are_served_on_the_next_request(service_url, cls_run, 
     assert long_context[r["start"] : r["end"]] == r["answer"]
 
 
-def test_masked_lm_continued_from_base_makes_an_encoder(home, files):
+@pytest.fixture(scope="module")
+def mlm_run(home, files):
     spec = PretrainSpec(
         run_id="t-mlm",
         train_file=files["corpus"],
-        hyperparameters={**FAST, "epochs": 3, "max_seq_length": 32},
+        hyperparameters={**FAST, "epochs": 3, "max_seq_length": 32, "eval_before_training": True},
         scaling=CPU,
     )
-    summary = run(spec, home)
+    return run(spec, home)
+
+
+def test_masked_lm_continued_from_base_makes_an_encoder(home, mlm_run):
+    summary = mlm_run
     losses = _losses(summary)
+    assert summary["history"][0]["step"] == 0  # the starting model, evaluated first
     assert losses[-1] < losses[0], losses
-    assert "masked_accuracy" in summary["metrics"] and "perplexity" in summary["metrics"]
+    first, last = summary["history"][0], summary["history"][-1]
+    assert last["masked_accuracy"] > first["masked_accuracy"]
+    assert last["perplexity"] < first["perplexity"]
     manifest = artifacts.read_manifest(artifacts.model_dir(home, "t-mlm"))
     assert manifest.task == "feature-extraction" and manifest.base == "base"  # a new base encoder
+
+
+def test_pretrained_encoder_serves_zero_shot_and_starts_a_fine_tune(
+    home, files, service_url, mlm_run
+):
+    from conftest import post
+
+    status, body = post(
+        f"{service_url}/v1/classify",
+        {"model": "t-mlm", "inputs": ["the film was wonderful"], "labels": ["happy", "sad"]},
+    )
+    assert status == 200, body
+    spec = FinetuneSpec(
+        run_id="t-from-mlm",
+        task="text-classification",
+        base_model="t-mlm",
+        train_file=files["cls"],
+        export=False,
+        hyperparameters={**FAST, "max_steps": 3},
+        scaling=CPU,
+    )
+    assert run(spec, home)["final"]["step"] == 3
 
 
 def test_masked_lm_from_scratch_with_nsp(home, files):
@@ -229,3 +264,15 @@ def test_invalid_data_fails_before_any_compute(home, tmp_path):
     with pytest.raises(DataError, match=r"bad.jsonl line 2: \"label\" is missing"):
         run(spec, home)
     assert not list((home / "runs" / "t-bad").glob("checkpoint_*"))
+
+
+def test_a_run_id_reused_with_another_spec_is_refused(home, files, cls_run):
+    spec = FinetuneSpec(
+        run_id="t-cls",  # the run of the cls_run fixture, with another learning rate
+        task="text-classification",
+        train_file=files["cls"],
+        hyperparameters={**FAST, "epochs": 4, "learning_rate": 0.1},
+        scaling=CPU,
+    )
+    with pytest.raises(ValueError, match=r"different spec \(changed: hyperparameters\)"):
+        run(spec, home)
