@@ -323,6 +323,7 @@ def _training_args(p: argparse.ArgumentParser, *, base_default: str = "base") ->
     p.add_argument("--seed", type=int)
     p.add_argument("--log-every", type=int, help="log every N steps")
     p.add_argument("--workers", type=int, default=1, help="data-parallel workers")
+    p.add_argument("--cpus-per-worker", type=float, help="default: this machine's cores / workers")
     p.add_argument("--gpu", action="store_true", help="train on GPUs (one per worker)")
     p.add_argument("--mixed-precision", choices=["bf16", "fp16"], help="GPU only")
     p.add_argument("--home", type=Path)

@@ -48,6 +48,8 @@ def test_finetune_shows_progress_and_registers_the_model(env, store, tmp_path):
         "2",
         "--learning-rate",
         "0.002",
+        "--cpus-per-worker",
+        "0.5",
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "step 22/22" in out.stdout and "[####" in out.stdout
@@ -77,6 +79,8 @@ def test_finetune_refuses_bad_data_with_the_line(env, store, tmp_path):
         str(store),
         "--run-id",
         "cli-bad",
+        "--cpus-per-worker",
+        "0.5",
     )
     assert out.returncode == 2
     assert 'bad.jsonl line 3: "text" is missing or empty' in out.stderr
