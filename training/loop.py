@@ -101,6 +101,8 @@ def train_loop_per_worker(config: dict) -> None:
         _unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
         step, epoch, batch_in_epoch, history = (
             state["step"],
             state["epoch"],
@@ -145,6 +147,7 @@ def train_loop_per_worker(config: dict) -> None:
                         "model": _unwrap(model).state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict(),
                         "step": step,
                         "epoch": epoch,
                         "batch_in_epoch": batch_in_epoch,
