@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ray import serve
 
-from service.registry import Registry
+from service.registry import BASE_MODEL_ID, Registry
 from service.runtime import DEFAULT_TEMPLATE, LoadedModel, load_model
 
 log = logging.getLogger("ray.serve")
@@ -50,7 +50,7 @@ def bind_replica_grpc_to_node_ip() -> None:
 
 @serve.deployment(name="models")
 class ModelServer:
-    def __init__(
+    async def __init__(
         self,
         home: str,
         base_model: str,
@@ -70,6 +70,12 @@ class ModelServer:
             return await self._load(model_id)
 
         self.get_model = serve.multiplexed(max_num_models_per_replica=max_models)(load)
+        # Load the base before taking traffic, so the first request does not pay for it. A
+        # broken base must not stop the replica (other models still serve): /readyz says so.
+        try:
+            await self.get_model(BASE_MODEL_ID)
+        except Exception as exc:
+            log.error("could not preload the base model: %r", exc)
 
     async def _load(self, model_id: str) -> LoadedModel:
         resolved = self.registry.resolve(model_id)
