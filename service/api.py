@@ -16,11 +16,12 @@ from fastapi import FastAPI, Header
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.exceptions import RayTaskError
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from service import errors
 from service.deployments import bind_replica_grpc_to_node_ip
-from service.errors import InvalidRequest, ModelUnavailable, ServiceError
+from service.errors import InvalidRequest, ModelUnavailable, Overloaded, ServiceError
 from service.registry import BASE_MODEL_ID, Registry, view
 from service.schemas import (
     ClassifyRequest,
@@ -69,6 +70,12 @@ def _from_replica(exc: Exception, model_id: str) -> ServiceError:
     cause = exc.cause if isinstance(exc, RayTaskError) else exc
     if isinstance(cause, ServiceError):
         return cause
+    if isinstance(cause, BackPressureError):
+        return Overloaded(
+            f"model {model_id!r} has more requests waiting than it queues; retry shortly",
+            retry_after_s=getattr(cause, "retry_after_s", None) or 1.0,
+            param="model",
+        )
     log.error("model %s failed: %r", model_id, cause)
     return ModelUnavailable(
         f"model {model_id!r} could not serve this request: {type(cause).__name__}. "

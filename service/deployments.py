@@ -10,13 +10,17 @@ a model loads or runs.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from pathlib import Path
 
 from ray import serve
 
 from service.registry import BASE_MODEL_ID, Registry
-from service.runtime import DEFAULT_TEMPLATE, LoadedModel, load_model
+from service.runtime import ClassifyItem, LoadedModel, approx_tokens, load_model
+
+# a text's estimated tokens are capped here (truncation and QA windows bound the real ones)
+MAX_ITEM_TOKENS = 1024
 
 log = logging.getLogger("ray.serve")
 
@@ -58,11 +62,17 @@ class ModelServer:
         threads: int = 1,
         max_models: int = 4,
         max_batch_tokens: int = 4096,
+        batch_tokens: int = 65536,
+        batch_wait_s: float = 0.01,
     ):
         bind_replica_grpc_to_node_ip()
         self.registry = Registry(Path(home), base_model)
         self.threads = threads
         self.max_batch_tokens = max_batch_tokens
+        self._batches: collections.deque[tuple[int, int]] = collections.deque(maxlen=1000)
+        for handler in (self._classify_batch, self._answer_batch):
+            handler.set_max_batch_size(max(batch_tokens, MAX_ITEM_TOKENS * 64))
+            handler.set_batch_wait_timeout_s(batch_wait_s)
 
         # The LRU size comes from settings, so the multiplexed loader is wired up here rather
         # than with a decorator on the class (Ray detects it on the instance).
@@ -95,17 +105,48 @@ class ModelServer:
         await self._model()
         return True
 
+    # Requests for one model that arrive together run as one batch (Ray splits batches by
+    # multiplexed model id). The batch is bounded by tokens, not requests: batch_size_fn
+    # estimates each request's tokens, and max_batch_size (set from settings in __init__) is
+    # the budget. One request must fit: the budget default covers 64 texts of max length.
+    @serve.batch(
+        max_batch_size=MAX_ITEM_TOKENS * 64,
+        batch_wait_timeout_s=0.01,
+        batch_size_fn=lambda items: sum(approx_tokens(i[0], MAX_ITEM_TOKENS) for i in items),
+    )
+    async def _classify_batch(self, items: list[ClassifyItem]) -> list[list[dict]]:
+        model = await self._model()
+        self._record_batch(items, [t for texts, _, _ in items for t in texts])
+        return await asyncio.to_thread(model.classify_many, items)
+
+    @serve.batch(
+        max_batch_size=MAX_ITEM_TOKENS * 64,
+        batch_wait_timeout_s=0.01,
+        batch_size_fn=lambda items: sum(
+            approx_tokens([q + c for q, c in i], MAX_ITEM_TOKENS) for i in items
+        ),
+    )
+    async def _answer_batch(self, items: list[list[tuple[str, str]]]) -> list[list[dict]]:
+        model = await self._model()
+        self._record_batch(items, [q + c for pairs in items for q, c in pairs])
+        return await asyncio.to_thread(model.answer_many, items)
+
+    def _record_batch(self, items: list, texts: list[str]) -> None:
+        self._batches.append((len(items), approx_tokens(texts, MAX_ITEM_TOKENS)))
+
     async def classify(
         self, texts: list[str], labels: list[str] | None, template: str | None
     ) -> list[dict]:
-        model = await self._model()
-        return await asyncio.to_thread(
-            model.classify,
-            texts,
-            labels,
-            template or DEFAULT_TEMPLATE,  # type: ignore[attr-defined]
-        )
+        return await self._classify_batch((texts, labels, template))
 
     async def answer(self, pairs: list[tuple[str, str]]) -> list[dict]:
-        model = await self._model()
-        return await asyncio.to_thread(model.answer, pairs)  # type: ignore[attr-defined]
+        return await self._answer_batch(pairs)
+
+    def stats(self) -> dict:
+        """This replica's recent batches (requests and estimated tokens in each)."""
+        sizes = [n for n, _ in self._batches]
+        return {
+            "batches": len(sizes),
+            "max_requests": max(sizes, default=0),
+            "recent": list(self._batches)[-20:],
+        }

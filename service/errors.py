@@ -51,6 +51,17 @@ class ModelUnavailable(ServiceError):
     type = "model_unavailable"
 
 
+class Overloaded(ServiceError):
+    """More requests are waiting than the model replicas queue: come back shortly."""
+
+    status = 503
+    type = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0, param: str | None = None):
+        super().__init__(message, param=param)
+        self.headers = {"Retry-After": str(max(1, round(retry_after_s)))}
+
+
 def error_body(type_: str, message: str, param: str | None = None) -> dict[str, Any]:
     return {"error": {"type": type_, "message": message, "param": param}}
 
@@ -84,7 +95,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse(error_body(exc.type, exc.message, exc.param), exc.status)
+        return JSONResponse(
+            error_body(exc.type, exc.message, exc.param),
+            exc.status,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

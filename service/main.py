@@ -22,12 +22,16 @@ def build_app(args: dict | None = None) -> Application:
     models = ModelServer.options(
         num_replicas=settings.model_replicas,
         ray_actor_options={"num_cpus": settings.model_replica_cpus},
+        max_ongoing_requests=settings.model_max_ongoing,
+        max_queued_requests=settings.model_max_queued,
     ).bind(
         str(settings.home),
         settings.base_model,
         threads=settings.ort_threads,
         max_models=settings.max_models_per_replica,
         max_batch_tokens=settings.max_batch_tokens,
+        batch_tokens=settings.batch_tokens,
+        batch_wait_s=settings.batch_wait_s,
     )
     return Ingress.options(ray_actor_options={"num_cpus": 0}).bind(
         models, str(settings.home), settings.base_model

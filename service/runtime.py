@@ -145,6 +145,24 @@ def _session_options(precision: str, threads: int) -> ort.SessionOptions:
     return opts
 
 
+# one classification request: (texts, labels or None, template or None)
+ClassifyItem = tuple[list[str], list[str] | None, str | None]
+
+
+def _split(flat: list, sizes: Sequence[int]) -> list[list]:
+    out, at = [], 0
+    for n in sizes:
+        out.append(flat[at : at + n])
+        at += n
+    return out
+
+
+def approx_tokens(texts: Sequence[str], max_tokens: int) -> int:
+    """Tokens a batch will take, estimated from characters (about 4 a token in English) and
+    capped per text by truncation; cheap enough to run before tokenizing."""
+    return sum(min(len(t) // 4 + 2, max_tokens) for t in texts)
+
+
 class LoadedModel:
     """A model ready to run: its manifest, tokenizer and ONNX Runtime session."""
 
@@ -191,6 +209,20 @@ class LoadedModel:
         if current:
             groups.append(current)
         return groups
+
+    def classify(self, texts: Sequence[str], labels=None, template=None) -> list[dict]:
+        return self.classify_many([(list(texts), labels, template)])[0]
+
+    def classify_many(self, requests: Sequence[ClassifyItem]) -> list[list[dict]]:
+        raise NotImplementedError(f"{self.manifest.task} models do not classify")
+
+    def answer(self, pairs: Sequence[tuple[str, str]]) -> list[dict]:
+        raise NotImplementedError(f"{self.manifest.task} models do not answer questions")
+
+    def answer_many(self, requests: Sequence[Sequence[tuple[str, str]]]) -> list[list[dict]]:
+        """Several requests' question/context pairs in one pass."""
+        results = self.answer([pair for pairs in requests for pair in pairs])
+        return _split(results, [len(pairs) for pairs in requests])
 
     def run(self, encodings: Sequence) -> np.ndarray:
         """The graph's first output for each input, in input order."""
@@ -246,13 +278,17 @@ class EncoderModel(LoadedModel):
             self._label_cache.popitem(last=False)
         return np.stack([self._label_cache[x] for x in labels])
 
-    def classify(
-        self, texts: Sequence[str], labels: Sequence[str], template: str = DEFAULT_TEMPLATE
-    ) -> list[dict]:
-        """Zero-shot: each text against each label put into `template` ("{}" is the label)."""
-        hypotheses = [template.replace("{}", label) for label in labels]
-        probs = zero_shot_scores(self.embed(texts), self._label_embeddings(hypotheses))
-        return classification_results(probs, labels)
+    def classify_many(self, requests: Sequence[ClassifyItem]) -> list[list[dict]]:
+        """Zero-shot: each text against each of its request's labels put into the request's
+        template ("{}" is the label). One ONNX pass embeds the texts of every request."""
+        emb = self.embed([t for texts, _, _ in requests for t in texts])
+        out, at = [], 0
+        for texts, labels, template in requests:
+            hypotheses = [(template or DEFAULT_TEMPLATE).replace("{}", x) for x in labels or []]
+            probs = zero_shot_scores(emb[at : at + len(texts)], self._label_embeddings(hypotheses))
+            out.append(classification_results(probs, labels or []))
+            at += len(texts)
+        return out
 
     def answer(self, pairs: Sequence[tuple[str, str]]) -> list[dict]:
         """For each (question, context): the context sentence closest to the question."""
@@ -271,9 +307,11 @@ class EncoderModel(LoadedModel):
 class ClassifierModel(LoadedModel):
     """A fine-tuned classifier: softmax over its own labels."""
 
-    def classify(self, texts: Sequence[str], labels=None, template=None) -> list[dict]:
-        logits = self.run(self.tokenizer.encode_batch(list(texts)))
-        return classification_results(softmax(logits.astype(np.float64)), self.manifest.labels)
+    def classify_many(self, requests: Sequence[ClassifyItem]) -> list[list[dict]]:
+        texts = [t for texts, _, _ in requests for t in texts]
+        logits = self.run(self.tokenizer.encode_batch(texts))
+        results = classification_results(softmax(logits.astype(np.float64)), self.manifest.labels)
+        return _split(results, [len(t) for t, _, _ in requests])
 
 
 class QAModel(LoadedModel):

@@ -35,7 +35,19 @@ class Settings(BaseSettings):
     )
     max_models_per_replica: int = Field(4, ge=1, description="LRU size of loaded models")
     max_batch_tokens: int = Field(
-        4096, ge=64, description="a runtime batch is split into sub-batches of this many tokens"
+        4096, ge=64, description="one ONNX Runtime call runs at most this many (padded) tokens"
+    )
+    batch_tokens: int = Field(
+        65536, ge=1024, description="requests batched together, in estimated tokens"
+    )
+    batch_wait_s: float = Field(
+        0.01, ge=0, le=1, description="how long a batch waits for more requests"
+    )
+    model_max_ongoing: int = Field(
+        32, ge=1, description="requests a model replica works on at once (batched together)"
+    )
+    model_max_queued: int = Field(
+        256, ge=1, description="requests waiting for a model replica; more are refused with 503"
     )
 
     @field_validator("home")

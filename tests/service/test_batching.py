@@ -1,0 +1,75 @@
+"""Dynamic batching and admission control, over real HTTP against real Ray Serve."""
+
+import json
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from conftest import post
+
+LABELS = ["positive", "negative"]
+
+
+def _classify(url, text):
+    return post(f"{url}/v1/classify", {"model": "base", "inputs": [text], "labels": LABELS})
+
+
+def test_concurrent_requests_are_batched_and_answered_as_alone(service_url):
+    from ray import serve
+
+    texts = [f"the film was {'wonderful ' * (i % 5)}{'dull ' * (i % 3)}mess {i}" for i in range(24)]
+    alone = [_classify(service_url, t)[1]["results"][0] for t in texts[:4]]
+    handle = serve.get_deployment_handle("models", app_name="tiny")
+    before = handle.stats.remote().result()["batches"]
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        answers = list(pool.map(lambda t: _classify(service_url, t), texts))
+    assert all(status == 200 for status, _ in answers), answers
+    for (_, body), want in zip(answers[:4], alone, strict=False):
+        got = body["results"][0]
+        # int8 quantizes activations with scales over the whole batch, so a batch's neighbours
+        # move scores slightly (~1e-5 here); labels do not change
+        assert got["label"] == want["label"] and got["score"] == pytest.approx(want["score"], abs=1e-3)
+    stats = handle.stats.remote().result()
+    assert stats["batches"] - before < 24  # fewer model calls than requests
+    assert stats["max_requests"] > 1, stats
+
+
+@pytest.fixture(scope="module")
+def limited_url(ray_session, service_url, store):
+    """A second app on the same proxy whose model replica takes 1 request and queues 1."""
+    from ray import serve
+
+    from service.cli import wait_ready
+    from service.main import build_app
+    from service.settings import Settings
+
+    settings = Settings(home=store, model_replica_cpus=0.25, model_max_ongoing=1, model_max_queued=1)
+    serve.run(build_app(settings.app_args()), name="limited", route_prefix="/limited", blocking=False)
+    url = f"{service_url}/limited"
+    wait_ready(url, timeout_s=120)
+    yield url
+    serve.delete("limited")
+
+
+def _raw(url, body):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                 headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, resp.headers, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, json.loads(exc.read())
+
+
+def test_overload_is_a_503_with_retry_after_in_the_error_body(limited_url):
+    heavy = {"model": "base", "inputs": ["where is the eiffel tower " * 40] * 64, "labels": LABELS}
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(lambda _: _raw(f"{limited_url}/v1/classify", heavy), range(16)))
+    codes = sorted(status for status, _, _ in answers)
+    assert set(codes) <= {200, 503}, codes
+    assert codes.count(200) >= 1 and codes.count(503) >= 1, codes
+    status, headers, body = next(a for a in answers if a[0] == 503)
+    assert body["error"]["type"] == "overloaded" and "retry shortly" in body["error"]["message"]
+    assert int(headers.get("Retry-After")) >= 1  # header names are case-insensitive
+    # and the service is fine afterwards
+    assert _raw(f"{limited_url}/v1/classify", {**heavy, "inputs": ["ok"]})[0] == 200
