@@ -68,7 +68,7 @@ def test_overload_is_a_503_with_retry_after_in_the_error_body(limited_url):
     codes = sorted(status for status, _, _ in answers)
     assert set(codes) <= {200, 503}, codes
     assert codes.count(200) >= 1 and codes.count(503) >= 1, codes
-    status, headers, body = next(a for a in answers if a[0] == 503)
+    _, headers, body = next(a for a in answers if a[0] == 503)
     assert body["error"]["type"] == "overloaded" and "retry shortly" in body["error"]["message"]
     assert int(headers.get("Retry-After")) >= 1  # header names are case-insensitive
     # and the service is fine afterwards
