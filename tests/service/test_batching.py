@@ -28,7 +28,9 @@ def test_concurrent_requests_are_batched_and_answered_as_alone(service_url):
         got = body["results"][0]
         # int8 quantizes activations with scales over the whole batch, so a batch's neighbours
         # move scores slightly (~1e-5 here); labels do not change
-        assert got["label"] == want["label"] and got["score"] == pytest.approx(want["score"], abs=1e-3)
+        assert got["label"] == want["label"] and got["score"] == pytest.approx(
+            want["score"], abs=1e-3
+        )
     stats = handle.stats.remote().result()
     assert stats["batches"] - before < 24  # fewer model calls than requests
     assert stats["max_requests"] > 1, stats
@@ -43,8 +45,12 @@ def limited_url(ray_session, service_url, store):
     from service.main import build_app
     from service.settings import Settings
 
-    settings = Settings(home=store, model_replica_cpus=0.25, model_max_ongoing=1, model_max_queued=1)
-    serve.run(build_app(settings.app_args()), name="limited", route_prefix="/limited", blocking=False)
+    settings = Settings(
+        home=store, model_replica_cpus=0.25, model_max_ongoing=1, model_max_queued=1
+    )
+    serve.run(
+        build_app(settings.app_args()), name="limited", route_prefix="/limited", blocking=False
+    )
     url = f"{service_url}/limited"
     wait_ready(url, timeout_s=120)
     yield url
@@ -52,8 +58,9 @@ def limited_url(ray_session, service_url, store):
 
 
 def _raw(url, body):
-    req = urllib.request.Request(url, data=json.dumps(body).encode(),
-                                 headers={"content-type": "application/json"})
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=120) as resp:
             return resp.status, resp.headers, json.loads(resp.read())
