@@ -70,6 +70,7 @@ class ModelServer:
         self.threads = threads
         self.max_batch_tokens = max_batch_tokens
         self._batches: collections.deque[tuple[int, int]] = collections.deque(maxlen=1000)
+        self._loads = 0  # model loads: more than the models used means the LRU evicted some
         for handler in (self._classify_batch, self._answer_batch):
             handler.set_max_batch_size(max(batch_tokens, MAX_ITEM_TOKENS * 64))
             handler.set_batch_wait_timeout_s(batch_wait_s)
@@ -89,6 +90,7 @@ class ModelServer:
 
     async def _load(self, model_id: str) -> LoadedModel:
         resolved = self.registry.resolve(model_id)
+        self._loads += 1
         log.info("loading model %s from %s", model_id, resolved.folder)
         return await asyncio.to_thread(
             load_model,
@@ -146,6 +148,7 @@ class ModelServer:
         """This replica's recent batches (requests and estimated tokens in each)."""
         sizes = [n for n, _ in self._batches]
         return {
+            "loads": self._loads,
             "batches": len(sizes),
             "max_requests": max(sizes, default=0),
             "recent": list(self._batches)[-20:],
