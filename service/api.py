@@ -9,18 +9,20 @@ handle with the model id as the multiplexed id. Every error leaves in the one er
 # methods' parameters, and Serve's class-based ingress hides the module's globals from it.
 import asyncio
 import logging
+import time
+import urllib.request
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import FastAPI, Header
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Header, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
 from ray import serve
 from ray.exceptions import RayTaskError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from service import errors
-from service.deployments import bind_replica_grpc_to_node_ip
+from service.deployments import LATENCY_S, bind_replica_grpc_to_node_ip
 from service.errors import InvalidRequest, ModelUnavailable, Overloaded, ServiceError
 from service.registry import BASE_MODEL_ID, Registry, view
 from service.schemas import (
@@ -42,6 +44,44 @@ app = FastAPI(
     summary="Classification and extractive QA with a base encoder or any fine-tuned variant",
 )
 errors.install(app)
+
+# The ingress's metrics, made on first use in the replica process. (Not in Ingress.__init__:
+# Serve pickles the class by value, so it would fill a copy of this dict.)
+_metrics: dict = {}
+
+
+def _ingress_metrics() -> dict:
+    if not _metrics:
+        from ray.serve.metrics import Counter, Histogram
+
+        _metrics["requests"] = Counter(
+            "tuneserve_requests_total",
+            description="API requests by route, model and status",
+            tag_keys=("route", "model", "status"),
+        )
+        _metrics["latency"] = Histogram(
+            "tuneserve_request_seconds",
+            description="API request latency at the ingress",
+            boundaries=LATENCY_S,
+            tag_keys=("route",),
+        )
+    return _metrics
+
+
+@app.middleware("http")
+async def _count_requests(request: Request, call_next):
+    start = time.perf_counter()
+    response = await call_next(request)
+    if request.url.path.startswith("/v1/"):
+        metrics = _ingress_metrics()
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        model = getattr(request.state, "model_id", "")
+        tags = {"route": path, "model": model, "status": str(response.status_code)}
+        metrics["requests"].inc(tags=tags)
+        metrics["latency"].observe(time.perf_counter() - start, tags={"route": path})
+    return response
+
 
 # Named with hyphens: gateways and proxies drop headers with underscores.
 ModelHeader = Annotated[
@@ -91,6 +131,7 @@ class Ingress:
         bind_replica_grpc_to_node_ip()
         self.models = models
         self.registry = Registry(Path(home), base_model)
+        self._exporter: str | None = None
 
     async def _call(self, model_id: str, method: str, *args):
         handle = getattr(self.models.options(multiplexed_model_id=model_id), method)
@@ -101,11 +142,14 @@ class Ingress:
 
     @app.post("/v1/classify", response_model=ClassifyResponse, tags=["inference"])
     async def classify(
-        self, body: ClassifyRequest, serve_multiplexed_model_id: ModelHeader = None
+        self,
+        request: Request,
+        body: ClassifyRequest,
+        serve_multiplexed_model_id: ModelHeader = None,
     ) -> ClassifyResponse:
         """Classify texts: with a fine-tuned classifier's own labels, or zero-shot with a
         base encoder and the candidate `labels` given in the request."""
-        model_id = _model_id(body.model, serve_multiplexed_model_id)
+        model_id = request.state.model_id = _model_id(body.model, serve_multiplexed_model_id)
         model = self.registry.for_endpoint(model_id, "text-classification", labels=body.labels)
         if body.template is not None and not model.zero_shot:
             raise InvalidRequest(
@@ -116,11 +160,11 @@ class Ingress:
 
     @app.post("/v1/qa", response_model=QAResponse, tags=["inference"])
     async def qa(
-        self, body: QARequest, serve_multiplexed_model_id: ModelHeader = None
+        self, request: Request, body: QARequest, serve_multiplexed_model_id: ModelHeader = None
     ) -> QAResponse:
         """Answer questions from a context: a token span with a fine-tuned QA model, or the
         sentence of the context closest to the question with a base encoder."""
-        model_id = _model_id(body.model, serve_multiplexed_model_id)
+        model_id = request.state.model_id = _model_id(body.model, serve_multiplexed_model_id)
         self.registry.for_endpoint(model_id, "extractive-qa")
         pairs = [(p.question, p.context) for p in body.pairs()]
         results = await self._call(model_id, "answer", pairs)
@@ -134,6 +178,32 @@ class Ingress:
     async def get_model(self, model_id: str) -> ModelView:
         manifest = self.registry.resolve(model_id).manifest
         return view(manifest.model_copy(update={"id": model_id}))
+
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    async def metrics(self) -> PlainTextResponse:
+        """Prometheus metrics of this node: Ray Serve's, Ray's and ours (`ray_tuneserve_*`).
+        On a cluster, scrape every node's exporter instead."""
+        if self._exporter is None:
+            import ray
+
+            ip = ray.util.get_node_ip_address()
+            port = next(
+                n["MetricsExportPort"]
+                for n in ray.nodes()
+                if n["Alive"] and n["NodeManagerAddress"] == ip
+            )
+            host = f"[{ip}]" if ":" in ip else ip
+            self._exporter = f"http://{host}:{port}/metrics"
+
+        def scrape() -> str:
+            with urllib.request.urlopen(self._exporter, timeout=10) as resp:
+                return resp.read().decode()
+
+        try:
+            text = await asyncio.to_thread(scrape)
+        except OSError as exc:
+            raise ModelUnavailable(f"the node's metrics exporter did not answer: {exc}") from exc
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     @app.get("/healthz", tags=["health"])
     async def healthz(self) -> dict:

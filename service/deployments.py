@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from pathlib import Path
 
 from ray import serve
 
+from service import runtime
 from service.registry import BASE_MODEL_ID, Registry
 from service.runtime import ClassifyItem, LoadedModel, approx_tokens, load_model
 
@@ -52,6 +54,39 @@ def bind_replica_grpc_to_node_ip() -> None:
     replica.add_port_to_grpc_server = add_port
 
 
+LATENCY_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+
+
+class ReplicaMetrics:
+    """Our metrics of a model replica. Ray Serve adds its own (requests, latency, and the
+    multiplexed-model loads, unloads and lookups); all are exported by the node's Ray exporter
+    with the prefix `ray_` and read at the ingress's /metrics."""
+
+    def __init__(self):
+        from ray.serve.metrics import Histogram
+
+        keys = ("model", "endpoint")
+
+        def hist(name: str, description: str, boundaries: list[float]) -> Histogram:
+            return Histogram(name, description=description, boundaries=boundaries, tag_keys=keys)
+
+        self.queue = hist(
+            "tuneserve_queue_seconds", "time a request waited for its batch", LATENCY_S
+        )
+        self.tokenize = hist("tuneserve_tokenize_seconds", "tokenizing one batch", LATENCY_S)
+        self.inference = hist(
+            "tuneserve_inference_seconds", "ONNX Runtime time of one batch", LATENCY_S
+        )
+        self.batch_requests = hist(
+            "tuneserve_batch_requests", "requests in one batch", [1, 2, 4, 8, 16, 32, 64]
+        )
+        self.batch_tokens = hist(
+            "tuneserve_batch_tokens",
+            "estimated tokens in one batch",
+            [64, 256, 1024, 4096, 16384, 65536],
+        )
+
+
 @serve.deployment(name="models")
 class ModelServer:
     async def __init__(
@@ -71,6 +106,7 @@ class ModelServer:
         self.max_batch_tokens = max_batch_tokens
         self._batches: collections.deque[tuple[int, int]] = collections.deque(maxlen=1000)
         self._loads = 0  # model loads: more than the models used means the LRU evicted some
+        self.metrics = ReplicaMetrics()
         for handler in (self._classify_batch, self._answer_batch):
             handler.set_max_batch_size(max(batch_tokens, MAX_ITEM_TOKENS * 64))
             handler.set_batch_wait_timeout_s(batch_wait_s)
@@ -114,35 +150,59 @@ class ModelServer:
     @serve.batch(
         max_batch_size=MAX_ITEM_TOKENS * 64,
         batch_wait_timeout_s=0.01,
-        batch_size_fn=lambda items: sum(approx_tokens(i[0], MAX_ITEM_TOKENS) for i in items),
+        batch_size_fn=lambda items: sum(approx_tokens(i[1][0], MAX_ITEM_TOKENS) for i in items),
     )
-    async def _classify_batch(self, items: list[ClassifyItem]) -> list[list[dict]]:
+    async def _classify_batch(self, items: list[tuple[float, ClassifyItem]]) -> list[list[dict]]:
         model = await self._model()
-        self._record_batch(items, [t for texts, _, _ in items for t in texts])
-        return await asyncio.to_thread(model.classify_many, items)
+        requests = [item for _, item in items]
+        texts = [t for texts, _, _ in requests for t in texts]
+        return await self._run_batch("classify", items, texts, model.classify_many, requests)
 
     @serve.batch(
         max_batch_size=MAX_ITEM_TOKENS * 64,
         batch_wait_timeout_s=0.01,
         batch_size_fn=lambda items: sum(
-            approx_tokens([q + c for q, c in i], MAX_ITEM_TOKENS) for i in items
+            approx_tokens([q + c for q, c in i[1]], MAX_ITEM_TOKENS) for i in items
         ),
     )
-    async def _answer_batch(self, items: list[list[tuple[str, str]]]) -> list[list[dict]]:
+    async def _answer_batch(
+        self, items: list[tuple[float, list[tuple[str, str]]]]
+    ) -> list[list[dict]]:
         model = await self._model()
-        self._record_batch(items, [q + c for pairs in items for q, c in pairs])
-        return await asyncio.to_thread(model.answer_many, items)
+        requests = [item for _, item in items]
+        texts = [q + c for pairs in requests for q, c in pairs]
+        return await self._run_batch("qa", items, texts, model.answer_many, requests)
 
-    def _record_batch(self, items: list, texts: list[str]) -> None:
-        self._batches.append((len(items), approx_tokens(texts, MAX_ITEM_TOKENS)))
+    async def _run_batch(self, endpoint: str, items: list, texts: list[str], fn, requests):
+        tags = {"model": serve.get_multiplexed_model_id(), "endpoint": endpoint}
+        start = time.perf_counter()
+        tokens = approx_tokens(texts, MAX_ITEM_TOKENS)
+        self._batches.append((len(items), tokens))
+        m = self.metrics
+        for arrived, _ in items:
+            m.queue.observe(start - arrived, tags=tags)
+        m.batch_requests.observe(len(items), tags=tags)
+        m.batch_tokens.observe(tokens, tags=tags)
+
+        def timed():
+            # through the module: Serve pickles this class by value, a thread-local it cannot
+            t = runtime.timings
+            t.reset()
+            out = fn(requests)
+            return out, t.tokenize, t.inference
+
+        out, tokenize_s, inference_s = await asyncio.to_thread(timed)
+        m.tokenize.observe(tokenize_s, tags=tags)
+        m.inference.observe(inference_s, tags=tags)
+        return out
 
     async def classify(
         self, texts: list[str], labels: list[str] | None, template: str | None
     ) -> list[dict]:
-        return await self._classify_batch((texts, labels, template))
+        return await self._classify_batch((time.perf_counter(), (texts, labels, template)))
 
     async def answer(self, pairs: list[tuple[str, str]]) -> list[dict]:
-        return await self._answer_batch(pairs)
+        return await self._answer_batch((time.perf_counter(), pairs))
 
     def stats(self) -> dict:
         """This replica's recent batches (requests and estimated tokens in each)."""

@@ -8,6 +8,8 @@ picking the best sentence) is pure functions, tested on their own.
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -163,6 +165,19 @@ def approx_tokens(texts: Sequence[str], max_tokens: int) -> int:
     return sum(min(len(t) // 4 + 2, max_tokens) for t in texts)
 
 
+# Seconds spent tokenizing and in ONNX Runtime by the calls of this thread since `reset()`:
+# the replica runs each batch in one worker thread and reads them after.
+class _Timings(threading.local):
+    tokenize = 0.0
+    inference = 0.0
+
+    def reset(self) -> None:
+        self.tokenize = self.inference = 0.0
+
+
+timings = _Timings()
+
+
 class LoadedModel:
     """A model ready to run: its manifest, tokenizer and ONNX Runtime session."""
 
@@ -210,6 +225,12 @@ class LoadedModel:
             groups.append(current)
         return groups
 
+    def encode(self, texts: Sequence[str]) -> list:
+        t = time.perf_counter()
+        out = self.tokenizer.encode_batch(list(texts))
+        timings.tokenize += time.perf_counter() - t
+        return out
+
     def classify(self, texts: Sequence[str], labels=None, template=None) -> list[dict]:
         return self.classify_many([(list(texts), labels, template)])[0]
 
@@ -248,7 +269,9 @@ class LoadedModel:
                 feed["attention_mask"][row, :n] = 1
                 feed["token_type_ids"][row, :n] = e.type_ids
             feed = {k: v for k, v in feed.items() if k in self.input_names}
+            t = time.perf_counter()
             results = self.session.run(None, feed)
+            timings.inference += time.perf_counter() - t
             for row, i in enumerate(group):
                 out[i] = [r[row] for r in results]
         return out  # type: ignore[return-value]
@@ -265,7 +288,7 @@ class EncoderModel(LoadedModel):
         self._label_cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        return self.run(self.tokenizer.encode_batch(list(texts)))
+        return self.run(self.encode(texts))
 
     def _label_embeddings(self, labels: Sequence[str]) -> np.ndarray:
         missing = [x for x in dict.fromkeys(labels) if x not in self._label_cache]
@@ -309,7 +332,7 @@ class ClassifierModel(LoadedModel):
 
     def classify_many(self, requests: Sequence[ClassifyItem]) -> list[list[dict]]:
         texts = [t for texts, _, _ in requests for t in texts]
-        logits = self.run(self.tokenizer.encode_batch(texts))
+        logits = self.run(self.encode(texts))
         results = classification_results(softmax(logits.astype(np.float64)), self.manifest.labels)
         return _split(results, [len(t) for t, _, _ in requests])
 
@@ -327,11 +350,13 @@ class QAModel(LoadedModel):
 
     def answer(self, pairs: Sequence[tuple[str, str]]) -> list[dict]:
         windows, owners = [], []
+        t = time.perf_counter()
         for i, (question, context) in enumerate(pairs):
             enc = self.tokenizer.encode(question, context)
             for w in [enc, *enc.overflowing]:
                 windows.append(w)
                 owners.append(i)
+        timings.tokenize += time.perf_counter() - t
         rows = self.run_rows(windows)
         candidates: list[list[tuple[float, int, int]]] = [[] for _ in pairs]
         for w, (start, end), owner in zip(windows, rows, owners, strict=True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import shutil
 import socket
 import urllib.request
@@ -16,6 +17,7 @@ from service.cli import local_ray_env
 
 # Ray reads its environment at import: set it before anything imports ray.
 _RAY_TMP = local_ray_env()
+os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")  # metrics tests wait less
 atexit.register(shutil.rmtree, _RAY_TMP, ignore_errors=True)
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"

@@ -80,3 +80,34 @@ def test_overload_is_a_503_with_retry_after_in_the_error_body(limited_url):
     assert int(headers.get("Retry-After")) >= 1  # header names are case-insensitive
     # and the service is fine afterwards
     assert _raw(f"{limited_url}/v1/classify", {**heavy, "inputs": ["ok"]})[0] == 200
+
+
+def test_metrics_show_requests_batches_and_model_loads(service_url):
+    """/metrics in Prometheus format: ours (ray_tuneserve_*) and Ray Serve's own."""
+    import time
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda i: _classify(service_url, f"text {i}"), range(8)))
+    post(f"{service_url}/v1/classify", {"model": "nope", "inputs": ["x"], "labels": LABELS})
+    wanted = [
+        "ray_tuneserve_requests_total{",
+        "ray_tuneserve_batch_requests_bucket{",
+        "ray_tuneserve_inference_seconds_bucket{",
+        "ray_tuneserve_queue_seconds_bucket{",
+        "ray_tuneserve_tokenize_seconds_bucket{",
+        "ray_serve_multiplexed_models_load_counter",
+    ]
+    deadline = time.monotonic() + 60
+    while True:
+        with urllib.request.urlopen(f"{service_url}/metrics", timeout=30) as resp:
+            assert resp.headers["content-type"].startswith("text/plain")
+            text = resp.read().decode()
+        missing = [w for w in wanted if w not in text]
+        lines = [x for x in text.splitlines() if x.startswith("ray_tuneserve_requests_total{")]
+        ok = any('model="base"' in x and 'status="200"' in x for x in lines) and any(
+            'model="nope"' in x and 'status="404"' in x for x in lines
+        )
+        if not missing and ok:
+            break
+        assert time.monotonic() < deadline, (missing, lines)
+        time.sleep(2)
