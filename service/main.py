@@ -19,8 +19,18 @@ def build_app(args: dict | None = None) -> Application:
             f"unknown application args {unknown}; valid: {sorted(Settings.model_fields)}"
         )
     settings = Settings(**args)
+    if settings.autoscaling_max_replicas > settings.model_replicas:
+        scaling: dict = {
+            "autoscaling_config": {
+                "min_replicas": settings.model_replicas,
+                "max_replicas": settings.autoscaling_max_replicas,
+                "target_ongoing_requests": settings.autoscaling_target_ongoing,
+            }
+        }
+    else:
+        scaling = {"num_replicas": settings.model_replicas}
     models = ModelServer.options(
-        num_replicas=settings.model_replicas,
+        **scaling,
         ray_actor_options={"num_cpus": settings.model_replica_cpus},
         max_ongoing_requests=settings.model_max_ongoing,
         max_queued_requests=settings.model_max_queued,

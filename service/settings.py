@@ -29,6 +29,12 @@ class Settings(BaseSettings):
 
     # model replicas
     model_replicas: int = Field(1, ge=1, description="replicas of the model deployment")
+    autoscaling_max_replicas: int = Field(
+        0, ge=0, description="above model_replicas: autoscale between the two; 0: fixed"
+    )
+    autoscaling_target_ongoing: float = Field(
+        8.0, gt=0, description="ongoing requests per replica that autoscaling aims for"
+    )
     model_replica_cpus: float = Field(1.0, ge=0, description="Ray CPUs reserved per replica")
     ort_threads: int = Field(
         1, ge=1, description="ONNX Runtime intra-op threads per replica (one replica per core)"

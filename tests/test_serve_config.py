@@ -33,3 +33,26 @@ def test_a_misspelt_arg_is_refused_not_ignored(tmp_path):
 
     with pytest.raises(ValueError, match=r"unknown application args \['model_replica'\]"):
         build_app({"home": str(tmp_path), "model_replica": 3})
+
+
+def test_autoscaling_comes_from_the_settings(tmp_path):
+    from service.main import build_app
+
+    def model_options(app) -> dict:
+        (models,) = [a for a in app._bound_deployment.init_args if hasattr(a, "_bound_deployment")]
+        return models._bound_deployment._deployment_config
+
+    fixed = model_options(build_app({"home": str(tmp_path), "model_replicas": 2}))
+    assert fixed.num_replicas == 2 and fixed.autoscaling_config is None
+    auto = model_options(
+        build_app(
+            {
+                "home": str(tmp_path),
+                "model_replicas": 1,
+                "autoscaling_max_replicas": 4,
+                "autoscaling_target_ongoing": 3,
+            }
+        )
+    )
+    assert auto.autoscaling_config.min_replicas == 1 and auto.autoscaling_config.max_replicas == 4
+    assert auto.autoscaling_config.target_ongoing_requests == 3
