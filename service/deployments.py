@@ -199,9 +199,13 @@ class ModelServer:
     async def classify(
         self, texts: list[str], labels: list[str] | None, template: str | None
     ) -> list[dict]:
+        # load (or touch) the model before joining a batch: the batch handler runs one batch
+        # at a time, and a load inside it would hold up the models already loaded
+        await self._model()
         return await self._classify_batch((time.perf_counter(), (texts, labels, template)))
 
     async def answer(self, pairs: list[tuple[str, str]]) -> list[dict]:
+        await self._model()
         return await self._answer_batch((time.perf_counter(), pairs))
 
     def stats(self) -> dict:
