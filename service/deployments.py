@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -211,8 +212,11 @@ class ModelServer:
     def stats(self) -> dict:
         """This replica's recent batches (requests and estimated tokens in each)."""
         sizes = [n for n, _ in self._batches]
+        with open("/proc/self/statm") as f:  # resident pages, now (not the peak)
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         return {
             "loads": self._loads,
+            "rss_bytes": rss,
             "batches": len(sizes),
             "max_requests": max(sizes, default=0),
             "recent": list(self._batches)[-20:],

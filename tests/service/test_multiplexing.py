@@ -50,3 +50,31 @@ def test_models_in_rotation_are_each_answered_by_themselves(lru_url):
             assert got["score"] == pytest.approx(want[m]["score"], abs=1e-4)
     # two fit in the replica; cycling through three misses every time: 9 loads, not 3
     assert handle.stats.remote().result()["loads"] - loads_before == 9
+
+
+def test_evicted_models_free_their_memory(lru_url):
+    from ray import serve
+
+    url, _ = lru_url
+    handle = serve.get_deployment_handle("models", app_name="lru")
+
+    def rotate(rounds):
+        for _ in range(rounds):
+            for m in MODELS:
+                assert (
+                    post(f"{url}/v1/classify", {"model": m, "inputs": [TEXT], "labels": LABELS})[0]
+                    == 200
+                )
+
+    rotate(3)  # allocator and caches warm
+    before = handle.stats.remote().result()
+    rotate(10)
+    after = handle.stats.remote().result()
+    assert after["loads"] - before["loads"] == 30
+    growth = after["rss_bytes"] - before["rss_bytes"]
+    print(
+        f"RSS {before['rss_bytes'] / 2**20:.0f} MiB -> {after['rss_bytes'] / 2**20:.0f} MiB over 30 loads"
+    )
+    # a leaked session per load would grow it by 30 models; allow a few models' worth
+    one_model = sum(f.stat().st_size for f in (lru_url[1] / "models" / "enc-a" / "onnx").iterdir())
+    assert growth < 5 * one_model + 8 * 2**20, growth
