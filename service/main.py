@@ -43,9 +43,11 @@ def build_app(args: dict | None = None) -> Application:
         batch_tokens=settings.batch_tokens,
         batch_wait_s=settings.batch_wait_s,
     )
-    return Ingress.options(ray_actor_options={"num_cpus": 0}).bind(
-        models, str(settings.home), settings.base_model
-    )
+    return Ingress.options(
+        ray_actor_options={"num_cpus": 0},
+        max_ongoing_requests=settings.ingress_max_ongoing,
+        max_queued_requests=settings.ingress_max_queued,
+    ).bind(models, str(settings.home), settings.base_model)
 
 
 def deploy(settings: Settings, *, name: str = "tuneserve", route_prefix: str = "/") -> None:

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     model_max_ongoing: int = Field(
         32, ge=1, description="requests a model replica works on at once (batched together)"
     )
+    ingress_max_ongoing: int = Field(
+        1024, ge=1, description="requests the ingress handles at once (it only awaits models)"
+    )
+    ingress_max_queued: int = Field(
+        4096, ge=1, description="requests waiting at the ingress; more get Ray's own 503"
+    )
     model_max_queued: int = Field(
         256, ge=1, description="requests waiting for a model replica; more are refused with 503"
     )
