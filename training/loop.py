@@ -135,6 +135,7 @@ def train_loop_per_worker(config: dict) -> None:
             "epoch": epoch,
             "resumed_from_step": resumed_from,
             "workers": world,
+            "train_samples_per_s": samples * world / max(train_seconds, 1e-9),
         }
         history.append(metrics)
         if rank == 0:
