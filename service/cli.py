@@ -220,7 +220,8 @@ def run_training(spec: dict, home: Path, *, replace_model: bool = False) -> int:
     print(
         f"run {spec['run_id']}: {spec['task']} from {spec['base_model']} (logs: {runs / 'train.log'})"
     )
-    last_step, result, in_error = 0, None, False
+    # Ray may print a worker's line twice in the driver's output: show each step once
+    last_step, last_eval, result, in_error = 0, -1, None, False
     try:
         with (
             (runs / "train.log").open("a") as log,
@@ -256,11 +257,20 @@ def run_training(spec: dict, home: Path, *, replace_model: bool = False) -> int:
                         end="",
                         flush=True,
                     )
-                elif kind == "metrics" and event["step"] >= last_step:
+                elif kind == "metrics" and event["step"] > last_eval:
+                    last_eval = event["step"]
                     shown = {
                         k: round(v, 4)
                         for k, v in event.items()
-                        if k not in ("type", "step", "epoch", "resumed_from_step", "workers")
+                        if k
+                        not in (
+                            "type",
+                            "step",
+                            "epoch",
+                            "resumed_from_step",
+                            "workers",
+                            "train_samples_per_s",
+                        )
                     }
                     print(f"\n  eval at step {event['step']}: {shown}", flush=True)
                 elif kind == "result":

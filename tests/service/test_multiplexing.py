@@ -78,3 +78,31 @@ def test_evicted_models_free_their_memory(lru_url):
     # a leaked session per load would grow it by 30 models; allow a few models' worth
     one_model = sum(f.stat().st_size for f in (lru_url[1] / "models" / "enc-a" / "onnx").iterdir())
     assert growth < 5 * one_model + 8 * 2**20, growth
+
+
+def test_evictions_are_counted_in_metrics(lru_url, service_url):
+    import re
+    import time
+    import urllib.request
+
+    url, _ = lru_url
+    for m in MODELS * 2:
+        assert (
+            post(f"{url}/v1/classify", {"model": m, "inputs": [TEXT], "labels": LABELS})[0] == 200
+        )
+    deadline = time.monotonic() + 60
+    while True:
+        with urllib.request.urlopen(f"{service_url}/metrics", timeout=30) as resp:
+            text = resp.read().decode()
+        counts = [
+            float(x)
+            for x in re.findall(
+                r'^ray_serve_multiplexed_models_unload_counter(?:_total)?\{[^}]*application="lru"[^}]*\} (\S+)',
+                text,
+                re.M,
+            )
+        ]
+        if counts and sum(counts) >= 4:
+            break
+        assert time.monotonic() < deadline, counts
+        time.sleep(2)
