@@ -20,7 +20,6 @@ _RAY_TMP = local_ray_env()
 os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")  # metrics tests wait less
 atexit.register(shutil.rmtree, _RAY_TMP, ignore_errors=True)
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 TINY_CORPUS = [
     "the film was wonderful and i loved every minute of it",
