@@ -14,20 +14,24 @@ import urllib.request
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import FastAPI, Header, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi import FastAPI, Form, Header, Query, Request, UploadFile
+from fastapi import File as FormFile
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from ray import serve
 from ray.exceptions import RayTaskError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from service import errors
+from service import errors, jobs
+from service import files as uploads
+from service.db import Database
 from service.deployments import LATENCY_S, bind_replica_grpc_to_node_ip
-from service.errors import InvalidRequest, ModelUnavailable, Overloaded, ServiceError
+from service.errors import InvalidRequest, ModelUnavailable, Overloaded, ServiceError, TooLarge
 from service.registry import BASE_MODEL_ID, Registry, view
 from service.schemas import (
     ClassifyRequest,
     ClassifyResponse,
+    CreateJobRequest,
     ModelList,
     ModelView,
     QARequest,
@@ -124,14 +128,44 @@ def _from_replica(exc: Exception, model_id: str) -> ServiceError:
     )
 
 
+def _page(data: list[dict], has_more: bool) -> dict:
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": has_more,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }
+
+
 @serve.deployment(name="ingress")
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, models: DeploymentHandle, home: str, base_model: str):
+    def __init__(
+        self, models: DeploymentHandle, runner: DeploymentHandle, home: str, settings: dict
+    ):
         bind_replica_grpc_to_node_ip()
-        self.models = models
-        self.registry = Registry(Path(home), base_model)
+        self.models, self.runner = models, runner
+        self.home = Path(home)
+        self.registry = Registry(self.home, settings["base_model"])
+        self.settings = settings
+        self.db = Database(settings["db_url"])
+        self._migrated = False
         self._exporter: str | None = None
+
+    def _database(self) -> Database:
+        """The database, migrated on first use (not at start: an unreachable database makes
+        requests that need it fail with 503, and leaves inference serving)."""
+        if not self._migrated:
+            self.db.upgrade()
+            self._migrated = True
+        return self.db
+
+    async def _in_db(self, fn, *args, **kwargs):
+        def run():
+            return fn(self._database(), *args, **kwargs)
+
+        return await asyncio.to_thread(run)
 
     async def _call(self, model_id: str, method: str, *args):
         handle = getattr(self.models.options(multiplexed_model_id=model_id), method)
@@ -179,6 +213,113 @@ class Ingress:
         manifest = self.registry.resolve(model_id).manifest
         return view(manifest.model_copy(update={"id": model_id}))
 
+    # ------------------------------------------------------------------------ files
+
+    @app.post("/v1/files", tags=["files"])
+    async def upload_file(
+        self,
+        request: Request,
+        file: Annotated[UploadFile, FormFile(description="the dataset")],
+        purpose: Annotated[str, Form(description="`fine-tune` or `pretrain`")],
+    ) -> dict:
+        """Upload a dataset: classification JSON Lines or SQuAD JSON (purpose `fine-tune`), or
+        text to pretrain on (purpose `pretrain`). It is checked whole before it is accepted."""
+        limit = self.settings["max_upload_bytes"]
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > limit + 65536:  # the multipart envelope is a little larger than the file
+            raise TooLarge(
+                f"the upload is {declared} bytes; the limit is {limit} "
+                "(setting TUNESERVE_MAX_UPLOAD_BYTES)",
+                param="file",
+            )
+        record = await self._in_db(
+            uploads.store, self.home, file.file, file.filename, purpose, max_bytes=limit
+        )
+        return uploads.view(record)
+
+    @app.get("/v1/files", tags=["files"])
+    async def list_files(
+        self,
+        purpose: str | None = None,
+        after: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+    ) -> dict:
+        rows, more = await self._in_db(uploads.listing, purpose=purpose, after=after, limit=limit)
+        return _page([uploads.view(f) for f in rows], more)
+
+    @app.get("/v1/files/{file_id}", tags=["files"])
+    async def get_file(self, file_id: str) -> dict:
+        return uploads.view(await self._in_db(uploads.get, file_id))
+
+    @app.get("/v1/files/{file_id}/content", tags=["files"])
+    async def file_content(self, file_id: str) -> FileResponse:
+        f = await self._in_db(uploads.get, file_id)
+        return FileResponse(f.path, filename=f.filename, media_type="application/octet-stream")
+
+    @app.delete("/v1/files/{file_id}", tags=["files"])
+    async def delete_file(self, file_id: str) -> dict:
+        await self._in_db(uploads.delete, file_id)
+        return {"id": file_id, "object": "file", "deleted": True}
+
+    # ------------------------------------------------------------------------ jobs
+
+    @app.post("/v1/fine_tuning/jobs", tags=["jobs"])
+    async def create_job(self, body: CreateJobRequest) -> dict:
+        """Fine-tune (or pretrain, with `task: masked-lm`) from an uploaded file. The job is
+        queued at once and runs as a Ray Job; follow it with its events."""
+        job = await self._in_db(
+            jobs.create,
+            self.registry,
+            body,
+            home=self.home,
+            default_workers=self.settings["job_workers"],
+            cpus_per_worker=self.settings["job_cpus_per_worker"],
+        )
+        return jobs.view(job)
+
+    @app.get("/v1/fine_tuning/jobs", tags=["jobs"])
+    async def list_jobs(
+        self, after: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 20
+    ) -> dict:
+        rows, more = await self._in_db(jobs.listing, after=after, limit=limit)
+        return _page([jobs.view(j) for j in rows], more)
+
+    @app.get("/v1/fine_tuning/jobs/{job_id}", tags=["jobs"])
+    async def get_job(self, job_id: str) -> dict:
+        return jobs.view(await self._in_db(jobs.get, job_id))
+
+    @app.post("/v1/fine_tuning/jobs/{job_id}/cancel", tags=["jobs"])
+    async def cancel_job(self, job_id: str) -> dict:
+        return jobs.view(await self._in_db(jobs.cancel, job_id))
+
+    @app.get("/v1/fine_tuning/jobs/{job_id}/events", tags=["jobs"])
+    async def job_events(
+        self,
+        job_id: str,
+        after: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    ) -> dict:
+        def read(db):
+            job = jobs.get(db, job_id)
+            return jobs.events(db, job, after=after, limit=limit)
+
+        rows, more = await self._in_db(read)
+        return _page([jobs.event_view(e) for e in rows], more)
+
+    @app.get("/v1/fine_tuning/jobs/{job_id}/checkpoints", tags=["jobs"])
+    async def job_checkpoints(
+        self,
+        job_id: str,
+        after: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 10,
+    ) -> dict:
+        def read(db):
+            job = jobs.get(db, job_id)
+            return job, *jobs.checkpoints(db, job, after=after, limit=limit)
+
+        job, rows, more = await self._in_db(read)
+        return _page([jobs.checkpoint_view(c, job) for c in rows], more)
+
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     async def metrics(self) -> PlainTextResponse:
         """Prometheus metrics of this node: Ray Serve's, Ray's and ours (`ray_tuneserve_*`).
@@ -219,5 +360,14 @@ class Ingress:
             reason = exc.message if isinstance(exc, ServiceError) else "timed out loading base"
             return JSONResponse(
                 errors.error_body("not_ready", f"base model not ready: {reason}"), 503
+            )
+        try:
+            await asyncio.wait_for(asyncio.to_thread(lambda: self._database().ping()), 10)
+        except Exception as exc:
+            return JSONResponse(
+                errors.error_body(
+                    "not_ready", f"the database cannot be reached: {type(exc).__name__}"
+                ),
+                503,
             )
         return {"status": "ready", "base": self.registry.base_model}

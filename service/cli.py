@@ -16,6 +16,7 @@ import argparse
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -45,13 +46,47 @@ def local_ray_env(tmp_root: str | None = None) -> str:
     return tmp
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_local_ray(**kwargs) -> None:
+    """Start a local Ray on loopback with its dashboard (which hosts Ray Jobs).
+
+    Ray gives the dashboard agent a fixed port (52365) and `ray.init` has no option to change
+    it, so a second Ray on the machine would start without a working agent and refuse every
+    job. Here the agent gets a free port instead.
+    """
+    import ray
+    from ray._private import parameter
+
+    if not getattr(parameter.RayParams.__init__, "_tuneserve", False):
+        original = parameter.RayParams.__init__
+
+        def init(self, *args, **kw):
+            if kw.get("dashboard_agent_listen_port") in (None, 52365):
+                kw["dashboard_agent_listen_port"] = free_port()
+            original(self, *args, **kw)
+
+        init._tuneserve = True  # type: ignore[attr-defined]
+        parameter.RayParams.__init__ = init  # type: ignore[method-assign]
+    ray.init(
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        _node_ip_address="127.0.0.1",
+        **kwargs,
+    )
+
+
 def start_ray(settings: Settings) -> None:
     import ray
 
     if settings.ray_address:
         ray.init(address=settings.ray_address)
     else:
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1")
+        init_local_ray()
 
 
 def wait_ready(url: str, timeout_s: float = 180.0) -> None:
@@ -162,6 +197,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_cpus_per_worker(args: argparse.Namespace) -> float:
+    """On CPU, the workers share this machine's cores (a worker's torch uses as many threads as
+    it has CPUs); on GPU one CPU a worker feeds its GPU."""
+    if args.gpu:
+        return 1.0
+    return max(1.0, (os.cpu_count() or 1) // args.workers)
+
+
 def _spec_from_args(args: argparse.Namespace, task: str) -> dict:
     hp = {
         k: v
@@ -186,6 +229,7 @@ def _spec_from_args(args: argparse.Namespace, task: str) -> dict:
         "scaling": {
             "num_workers": args.workers,
             "use_gpu": args.gpu,
+            "cpus_per_worker": args.cpus_per_worker or _default_cpus_per_worker(args),
             **({"mixed_precision": args.mixed_precision} if args.mixed_precision else {}),
         },
     }
@@ -293,14 +337,20 @@ def run_training(spec: dict, home: Path, *, replace_model: bool = False) -> int:
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-def cmd_finetune(args: argparse.Namespace) -> int:
+def _train_from_args(args: argparse.Namespace, task: str) -> int:
     settings = Settings(**({"home": args.home} if args.home else {}))
-    return run_training(_spec_from_args(args, args.task), settings.home)
+    spec = _spec_from_args(args, task)
+    if spec["base_model"] == settings.base_model:
+        _import_base(settings)  # a fresh store: the bundled encoder is the default base
+    return run_training(spec, settings.home)
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    return _train_from_args(args, args.task)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    settings = Settings(**({"home": args.home} if args.home else {}))
-    return run_training(_spec_from_args(args, "masked-lm"), settings.home)
+    return _train_from_args(args, "masked-lm")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

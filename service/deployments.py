@@ -221,3 +221,42 @@ class ModelServer:
             "max_requests": max(sizes, default=0),
             "recent": list(self._batches)[-20:],
         }
+
+
+@serve.deployment(name="jobs", num_replicas=1, ray_actor_options={"num_cpus": 0})
+class JobRunnerServer:
+    """The one replica that moves jobs along (service.jobs.JobRunner) every `poll_s`.
+
+    Serve restarts it if it dies, and a new one carries on from the database. Its health check
+    fails when the loop has stopped, so a stuck runner is replaced too.
+    """
+
+    async def __init__(
+        self, home: str, db_url: str, *, max_running: int, poll_s: float, address: str | None
+    ):
+        bind_replica_grpc_to_node_ip()
+        from service.db import Database
+        from service.jobs import JobRunner
+
+        self.db = Database(db_url)
+        await asyncio.to_thread(self.db.upgrade)
+        self.runner = JobRunner(self.db, Path(home), max_running=max_running, address=address)
+        self.poll_s = poll_s
+        self.ticks = 0
+        self._task = asyncio.create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.runner.tick)
+                self.ticks += 1
+            except Exception:  # the database away for a moment: try again next tick
+                log.exception("job runner tick failed")
+            await asyncio.sleep(self.poll_s)
+
+    async def check_health(self) -> None:
+        if self._task.done():
+            raise RuntimeError("the job loop has stopped")
+
+    async def status(self) -> dict:
+        return {"ticks": self.ticks}

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,32 @@ class ModelNotFound(ServiceError):
 class WrongTask(ServiceError):
     status = 400
     type = "wrong_task"
+
+
+class NotFound(ServiceError):
+    """A file or job that does not exist (or is not the caller's)."""
+
+    status = 404
+    type = "not_found"
+
+
+class Conflict(ServiceError):
+    """The request is valid but the object's state forbids it now (cancel a finished job)."""
+
+    status = 409
+    type = "conflict"
+
+
+class TooLarge(ServiceError):
+    status = 413
+    type = "payload_too_large"
+
+
+class Unavailable(ServiceError):
+    """A dependency (the database, Ray Jobs) cannot be reached: retry later."""
+
+    status = 503
+    type = "service_unavailable"
 
 
 class ModelUnavailable(ServiceError):
@@ -109,6 +136,15 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(kind, str(exc.detail)), exc.status_code)
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
+        log.error("database error: %s", type(exc.orig).__name__ if exc.orig else exc)
+        return JSONResponse(
+            error_body("service_unavailable", "the database cannot be reached; retry shortly"),
+            503,
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ray.serve import Application
 
 from service.api import Ingress
-from service.deployments import ModelServer
+from service.deployments import JobRunnerServer, ModelServer
 from service.settings import Settings
 
 
@@ -43,11 +43,23 @@ def build_app(args: dict | None = None) -> Application:
         batch_tokens=settings.batch_tokens,
         batch_wait_s=settings.batch_wait_s,
     )
+    runner = JobRunnerServer.bind(
+        str(settings.home),
+        settings.db_url(),
+        max_running=settings.max_running_jobs,
+        poll_s=settings.jobs_poll_s,
+        address=settings.jobs_address,
+    )
     return Ingress.options(
         ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=settings.ingress_max_ongoing,
         max_queued_requests=settings.ingress_max_queued,
-    ).bind(models, str(settings.home), settings.base_model)
+    ).bind(
+        models,
+        runner,
+        str(settings.home),
+        {**settings.app_args(), "db_url": settings.db_url()},
+    )
 
 
 def deploy(settings: Settings, *, name: str = "tuneserve", route_prefix: str = "/") -> None:

@@ -163,3 +163,67 @@ class ModelView(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelView]
+
+
+# ---------------------------------------------------------------------------- the job API
+# Shaped like OpenAI's fine-tuning API, so that its SDK works unmodified against ours.
+
+Auto = Literal["auto"]
+
+
+class JobHyperparameters(BaseModel):
+    """OpenAI's three (each a number or "auto"), plus any field of training's Hyperparameters
+    (max_seq_length, warmup_ratio, doc_stride, ...), checked when the job is created."""
+
+    model_config = ConfigDict(extra="allow")
+
+    n_epochs: Auto | Annotated[float, Field(gt=0, le=100)] = "auto"
+    batch_size: Auto | Annotated[int, Field(ge=1, le=4096)] = "auto"
+    learning_rate_multiplier: Auto | Annotated[float, Field(gt=0, le=100)] = "auto"
+
+
+class JobScaling(_Request):
+    num_workers: int | None = Field(None, ge=1, le=1024)
+    use_gpu: bool = False
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+
+
+class JobMethod(BaseModel):
+    """OpenAI's newer form: {"type": "supervised", "supervised": {"hyperparameters": {...}}}."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["supervised"] = "supervised"
+    supervised: dict | None = None
+
+
+JobTask = Literal["text-classification", "extractive-qa", "masked-lm"]
+
+
+class CreateJobRequest(_Request):
+    model: ModelId = Field(
+        description="the encoder to start from: `base`, a masked-lm job's model, or `scratch` "
+        "(masked-lm only)",
+        examples=["base"],
+    )
+    training_file: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    validation_file: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    task: JobTask | None = Field(
+        None, description="inferred from the training file's format when absent"
+    )
+    hyperparameters: JobHyperparameters | None = None
+    method: JobMethod | None = None
+    suffix: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,40}$")] | None = Field(
+        None, description="part of the model's id: ft:<base>:<suffix>:<short id>"
+    )
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    metadata: dict[str, Annotated[str, StringConstraints(max_length=512)]] | None = Field(
+        None, max_length=16
+    )
+    scaling: JobScaling | None = Field(None, description="workers and GPUs for this job")
+    integrations: list | None = Field(None, description="accepted for compatibility; ignored")
+
+    def requested_hyperparameters(self) -> dict:
+        if self.hyperparameters is not None:
+            return self.hyperparameters.model_dump()
+        supervised = (self.method.supervised or {}) if self.method else {}
+        return JobHyperparameters(**(supervised.get("hyperparameters") or {})).model_dump()

@@ -62,11 +62,29 @@ class Settings(BaseSettings):
         256, ge=1, description="requests waiting for a model replica; more are refused with 503"
     )
 
+    # the job service
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL (postgresql+psycopg://...); unset: SQLite under home",
+    )
+    max_upload_bytes: int = Field(512 * 2**20, ge=1, description="largest accepted upload")
+    max_running_jobs: int = Field(1, ge=1, description="jobs training at once; more queue")
+    jobs_poll_s: float = Field(1.0, gt=0, le=60, description="how often jobs are followed")
+    jobs_address: str | None = Field(
+        None,
+        description="Ray Jobs address (http://<head>:8265); unset: the cluster the service is in",
+    )
+    job_workers: int = Field(1, ge=1, description="Ray Train workers a job gets by default")
+    job_cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each training worker takes")
+
     @field_validator("home")
     @classmethod
     def _absolute(cls, v: Path) -> Path:
         # Ray workers do not share the driver's working directory: pass an absolute path.
         return v.expanduser().resolve()
+
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'tuneserve.db'}"
 
     def app_args(self) -> dict:
         """The plain values `service.main.build_app` takes (and serve_config.yaml carries)."""

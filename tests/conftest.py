@@ -4,16 +4,16 @@ real local Ray (loopback only) for the whole session."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import shutil
-import socket
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from service.cli import local_ray_env
+from service.cli import free_port, init_local_ray, local_ray_env
 
 # Ray reads its environment at import: set it before anything imports ray.
 _RAY_TMP = local_ray_env()
@@ -77,7 +77,8 @@ def store(tmp_path_factory, tiny_encoder_dir) -> Path:
 def ray_session():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
+    # the dashboard hosts Ray Jobs, which the job service submits to
+    init_local_ray(num_cpus=2, dashboard_port=free_port())
     yield
     from ray import serve
 
@@ -86,12 +87,6 @@ def ray_session():
     finally:
         ray.shutdown()
         shutil.rmtree(_RAY_TMP, ignore_errors=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -132,3 +127,41 @@ def get(url: str):
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+PG_ADMIN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3"
+
+
+@pytest.fixture(scope="session")
+def pg_admin():
+    """A connection to PostgreSQL on 127.0.0.1:5432 that creates and drops test databases."""
+    import psycopg
+
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432 ({exc}); start it to run these")
+    yield admin
+    admin.close()
+
+
+@contextlib.contextmanager
+def fresh_pg_database(admin):
+    import secrets
+
+    name = f"tuneserve_test_{secrets.token_hex(4)}"
+    admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """Each database test runs on SQLite and on PostgreSQL, each time on an empty database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'tuneserve.db'}"
+        return
+    with fresh_pg_database(request.getfixturevalue("pg_admin")) as url:
+        yield url

@@ -52,8 +52,9 @@ def test_training_never_imports_service():
 
 
 def test_service_imports_only_the_light_parts_of_training():
-    # training.spans: the one answer-span function, shared by QA evaluation and serving
-    light = {"training", "training.config", "training.artifacts", "training.spans"}
+    # training.spans: the one answer-span function, shared by QA evaluation and serving;
+    # training.data: the validators uploads pass before they are accepted
+    light = {"training", "training.config", "training.artifacts", "training.spans", "training.data"}
     offenders = {
         str(p.relative_to(ROOT)): sorted(
             n for n in _imports(p) if _uses({n}, "training") and n not in light

@@ -289,7 +289,9 @@ def run(
     info = prepare(spec, home, inputs)
     _emit({"type": "message", "message": f"prepared {info['train_items']} training items"})
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"))
+        address = os.environ.get("RAY_ADDRESS")  # set when this runs as a Ray Job
+        # a Ray of its own needs no dashboard (nor the fixed port its agent would take)
+        ray.init(address=address, **({} if address else {"include_dashboard": False}))
     task_cls = TASKS[spec.task]
     result = fit(
         spec,

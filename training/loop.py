@@ -160,6 +160,8 @@ def train_loop_per_worker(config: dict) -> None:
                 _unwrap(model).save_pretrained(Path(tmp) / HF_SUBDIR)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=ckpt)
+        if rank == 0:  # for the job service's checkpoint list
+            _emit({"type": "checkpoint", **metrics})
 
     done = step >= total_steps
     while not done:
@@ -199,6 +201,7 @@ def train_loop_per_worker(config: dict) -> None:
                         "learning_rate": scheduler.get_last_lr()[0],
                         "samples_per_s": samples * world / elapsed,
                         "tokens_per_s": tokens * world / elapsed,
+                        "tokens": tokens * world,  # trained since this attempt started
                         "eta_s": (total_steps - step) / rate if rate else None,
                     }
                 )

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from datasets import classification_file
+from testdata import classification_file
 
 from training import artifacts
 

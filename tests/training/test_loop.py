@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from datasets import classification_file, corpus_file, squad_file
+from testdata import classification_file, corpus_file, squad_file
 
 from training import artifacts
 from training.__main__ import run
