@@ -25,6 +25,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from service import client
 from service.settings import Settings
 
 EXAMPLE_CURL = """curl -s {url}/v1/classify -H 'content-type: application/json' \\
@@ -125,6 +126,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         wait_ready(url)
         print(f"\ntuneserve is serving at {url}  (API docs: {url}/docs)\n")
         print("try:\n" + EXAMPLE_CURL.format(url=url) + "\n")
+        print(
+            f"jobs: {settings.db_url().split('://')[0]} database "
+            f"{'at ' + str(settings.home / 'tuneserve.db') if not settings.database_url else ''}; "
+            f"fine-tune with `tuneserve jobs create --training-file FILE --follow`\n"
+        )
         print("Ctrl-C stops it.", flush=True)
         while not stop.wait(1.0):
             pass
@@ -426,12 +432,18 @@ def parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list the models in the store")
     models.add_argument("--home", type=Path)
     models.set_defaults(func=cmd_models)
+
+    client.add_commands(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except client.ApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -250,6 +250,10 @@ class JobRunnerServer:
             try:
                 await asyncio.to_thread(self.runner.tick)
                 self.ticks += 1
+            except RuntimeError as exc:
+                if "after shutdown" in str(exc):  # the replica is stopping
+                    return
+                log.exception("job runner tick failed")
             except Exception:  # the database away for a moment: try again next tick
                 log.exception("job runner tick failed")
             await asyncio.sleep(self.poll_s)

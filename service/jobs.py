@@ -53,6 +53,7 @@ PURPOSE_OF_TASK = {
 # "auto" epochs: enough passes to see about this many examples, within [1, 10]
 AUTO_EXAMPLES = 2000
 SPEC_TOP_LEVEL = ("objective", "scratch_size", "vocab_size")
+WORKER_START_TIMEOUT_S = 900
 EXIT_BAD_INPUT = 2  # `python -m training`: the spec or the data was refused
 _EVENT = '{"tuneserve_event"'
 
@@ -377,13 +378,37 @@ def _fmt(metrics: dict) -> str:
     )
 
 
+# Ray Train's own lines worth an event: what a job waiting for workers is waiting for
+_RAY_LINES = [
+    (re.compile(r"Requesting resources: (.+)$"), "info", "Waiting for training resources: {}"),
+    (
+        re.compile(r"Started training worker group of size (\d+)"),
+        "info",
+        "{} training worker(s) started",
+    ),
+    (
+        re.compile(r"worker group startup timed out"),
+        "warn",
+        "The training workers did not start in time (not enough free CPUs or GPUs?); "
+        "Ray Train tries again",
+    ),
+]
+
+
 def parse_events(text: str) -> list[dict]:
-    """The `{"tuneserve_event": ...}` objects in a chunk of job log, in order."""
+    """The `{"tuneserve_event": ...}` objects in a chunk of job log, in order, and messages for
+    the lines of Ray Train that say what the job waits for."""
     decoder = json.JSONDecoder()
     out = []
     for line in text.splitlines():
         at = line.find(_EVENT)
         if at < 0:
+            for pattern, level, template in _RAY_LINES:
+                m = pattern.search(line)
+                if m:
+                    message = template.format(*(g.strip() for g in m.groups()))
+                    out.append({"type": "message", "message": message, "level": level})
+                    break
             continue
         try:
             obj, _ = decoder.raw_decode(line, at)  # Ray may append "[repeated 2x ...]"
@@ -447,6 +472,16 @@ class JobRunner:
             # than one Ray (Ray's own helpers otherwise refuse to pick one)
             self._gcs = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
         return self._client
+
+    def _job_env(self) -> dict[str, str]:
+        env = {
+            # Ray Train gives up on starting its workers after 60 s; a GPU node scaled up from
+            # zero, or a busy machine, takes longer
+            "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": str(WORKER_START_TIMEOUT_S),
+        }
+        if self._gcs:
+            env["RAY_ADDRESS"] = self._gcs
+        return env
 
     def tick(self) -> None:
         self._validate_files()
@@ -529,17 +564,20 @@ class JobRunner:
         run_dir.mkdir(parents=True, exist_ok=True)
         spec_path = run_dir / "spec.json"
         spec_path.write_text(json.dumps(job.spec, indent=2))
+        client = self.client
         entry = (
             f"{shlex.quote(self.python)} -m training {shlex.quote(str(spec_path))} "
             f"--home {shlex.quote(str(self.home))}"
         )
+        if self._gcs:  # named outright: Ray's "auto" guesses wrong beside a second Ray
+            entry += f" --ray-address {shlex.quote(self._gcs)}"
         try:
-            self.client.submit_job(
+            client.submit_job(
                 entrypoint=entry,
                 submission_id=sub_id,
                 entrypoint_num_cpus=0,
                 metadata={"tuneserve_job": job.id, "attempt": str(attempt)},
-                runtime_env={"env_vars": {"RAY_ADDRESS": self._gcs}} if self._gcs else None,
+                runtime_env={"env_vars": self._job_env()},
             )
         except RuntimeError as exc:
             if "already exists" not in str(exc):
@@ -656,7 +694,13 @@ class JobRunner:
                 elif kind == "message":
                     msg = str(ev.get("message", ""))
                     digest = hashlib.sha1(msg.encode()).hexdigest()[:16]
-                    _event(s, job.id, msg, key=f"msg:{job.attempt}:{digest}")
+                    _event(
+                        s,
+                        job.id,
+                        msg,
+                        key=f"msg:{job.attempt}:{digest}",
+                        level=ev.get("level", "info"),
+                    )
                 elif kind == "result":
                     _event(
                         s,

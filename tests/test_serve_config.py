@@ -39,7 +39,11 @@ def test_autoscaling_comes_from_the_settings(tmp_path):
     from service.main import build_app
 
     def model_options(app) -> dict:
-        (models,) = [a for a in app._bound_deployment.init_args if hasattr(a, "_bound_deployment")]
+        (models,) = [
+            a
+            for a in app._bound_deployment.init_args
+            if getattr(getattr(a, "_bound_deployment", None), "name", None) == "models"
+        ]
         return models._bound_deployment._deployment_config
 
     fixed = model_options(build_app({"home": str(tmp_path), "model_replicas": 2}))

@@ -278,6 +278,7 @@ def run(
     *,
     fault_injection: dict | None = None,
     replace_model: bool = False,
+    ray_address: str | None = None,
 ) -> dict:
     """Prepare, train (resuming a run of the same id), export. Returns a summary."""
     import ray
@@ -289,7 +290,8 @@ def run(
     info = prepare(spec, home, inputs)
     _emit({"type": "message", "message": f"prepared {info['train_items']} training items"})
     if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS")  # set when this runs as a Ray Job
+        # the job service names its cluster; Ray Jobs also sets RAY_ADDRESS
+        address = ray_address or os.environ.get("RAY_ADDRESS")
         # a Ray of its own needs no dashboard (nor the fixed port its agent would take)
         ray.init(address=address, **({} if address else {"include_dashboard": False}))
     task_cls = TASKS[spec.task]
@@ -340,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         "--home", type=Path, default=Path(os.environ.get("TUNESERVE_HOME", ".tuneserve"))
     )
     p.add_argument("--replace-model", action="store_true", help="overwrite an exported model")
+    p.add_argument("--ray-address", help="the Ray cluster to train on (default: RAY_ADDRESS)")
     args = p.parse_args(argv)
     try:
         spec = load_spec(args.spec.read_text())
@@ -349,7 +352,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"invalid spec {args.spec}: {loc}: {err['msg']}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        summary = run(spec, args.home, replace_model=args.replace_model)
+        summary = run(
+            spec, args.home, replace_model=args.replace_model, ray_address=args.ray_address
+        )
     except (data.DataError, FileNotFoundError) as exc:
         print(f"invalid data: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

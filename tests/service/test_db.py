@@ -187,7 +187,8 @@ def test_the_runner_records_each_event_once_across_restarts(db, store, tmp_path)
     ckpt = {"type": "checkpoint", "step": 2, "loss": 0.5, "accuracy": 0.75}
     # Ray prints a worker's line twice, sometimes with a suffix; the last line is unfinished
     ray.jobs[sub]["log"] = (
-        _line(progress, "(RayTrainWorker pid=1) ")
+        "(TrainController pid=2) Requesting resources: {'CPU': 1.0} * 1\n"
+        + _line(progress, "(RayTrainWorker pid=1) ")
         + _line(progress, "(RayTrainWorker pid=1) ").rstrip("\n")
         + " [repeated 2x across cluster]\n"
         + _line(ckpt)
@@ -203,7 +204,10 @@ def test_the_runner_records_each_event_once_across_restarts(db, store, tmp_path)
         keys = list(s.scalars(select(JobEvent.key).where(JobEvent.job_id == job.id)))
         steps = list(s.scalars(select(JobCheckpoint.step).where(JobCheckpoint.job_id == job.id)))
     assert keys.count("progress:2") == 1 and steps == [2]
-    assert sum(k.startswith("msg:") for k in keys) == 1
+    assert sum(k.startswith("msg:") for k in keys) == 2
+    with db.session() as s:
+        messages = list(s.scalars(select(JobEvent.message).where(JobEvent.job_id == job.id)))
+    assert "Waiting for training resources: {'CPU': 1.0} * 1" in messages and "hello" in messages
     current = jobs.get(db, job.id)
     assert current.trained_tokens == 64 and current.estimated_finish
 

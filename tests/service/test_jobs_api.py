@@ -1,0 +1,355 @@
+"""The job API end to end: real HTTP, real Ray Jobs + Train + Serve, SQLite and PostgreSQL.
+
+Each database gets an app of its own (its own store and database) under a route prefix of
+the session's Serve; the tiny BERT trains for a few steps in each job.
+"""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import fresh_pg_database
+from sqlalchemy import func, select
+from testdata import classification_file, squad_file
+
+from service.cli import wait_ready
+from service.db import Database, Model
+from training import artifacts
+
+pytestmark = pytest.mark.slow
+JOB_TIMEOUT_S = 300
+MAX_UPLOAD = 200_000
+FAST = {"batch_size": 8, "learning_rate_multiplier": 20, "warmup_ratio": 0.0}
+
+
+def _submission(job: dict) -> str | None:
+    return f"{job['id']}-{job['attempt']}" if job.get("attempt") else None
+
+
+def ray_log(submission_id: str | None, tail: int = 6000) -> str:
+    if not submission_id:
+        return "(not submitted)"
+    import ray
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(ray.get_runtime_context().gcs_address)
+    lines = client.get_job_logs(submission_id).splitlines()
+    return "\n".join(ln for ln in lines if "File " not in ln and "^^^" not in ln)[-tail:]
+
+
+class App:
+    """One deployment of the service on a database; `restart()` replaces all its replicas."""
+
+    def __init__(self, name: str, home: Path, db_url: str | None, port: int):
+        from service.settings import Settings
+
+        self.name, self.home = name, home
+        self.settings = Settings(
+            home=home,
+            port=port,
+            database_url=db_url,
+            model_replica_cpus=0.25,
+            jobs_poll_s=0.5,
+            job_cpus_per_worker=1.0,
+            max_upload_bytes=MAX_UPLOAD,
+        )
+        self.url = f"http://127.0.0.1:{port}/{name}"
+        self.db = Database(self.settings.db_url())
+        self.http = httpx.Client(base_url=self.url, timeout=60)
+
+    def start(self) -> None:
+        from ray import serve
+
+        from service.main import build_app
+
+        serve.run(
+            build_app(self.settings.app_args()),
+            name=self.name,
+            route_prefix=f"/{self.name}",
+            blocking=False,
+        )
+        wait_ready(self.url, timeout_s=180)
+
+    def stop(self) -> None:
+        from ray import serve
+
+        serve.delete(self.name)
+
+    def upload(self, path: Path, purpose: str = "fine-tune") -> httpx.Response:
+        with path.open("rb") as f:
+            return self.http.post(
+                "/v1/files", files={"file": (path.name, f)}, data={"purpose": purpose}
+            )
+
+    def wait(
+        self, job_id: str, until=("succeeded", "failed", "cancelled"), timeout_s=JOB_TIMEOUT_S
+    ):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            job = self.http.get(f"/v1/fine_tuning/jobs/{job_id}").json()
+            if job["status"] in until:
+                return job
+            time.sleep(0.5)
+        events = self.http.get(f"/v1/fine_tuning/jobs/{job_id}/events?limit=50").json()
+        raise AssertionError(
+            f"job {job_id} still {job['status']}: {json.dumps(events)[:3000]}\n"
+            f"its Ray job's log ends:\n{ray_log(_submission(job))}"
+        )
+
+    def events(self, job_id: str) -> list[dict]:
+        return self.http.get(f"/v1/fine_tuning/jobs/{job_id}/events?limit=1000").json()["data"]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def app(request, service_url, store, serve_port, tmp_path_factory):
+    """service_url first: the session's Serve (and its proxy on serve_port) is up."""
+    home = tmp_path_factory.mktemp(f"jobs-{request.param}")
+    shutil.copytree(store / "models" / "base", home / "models" / "base")
+    with (
+        fresh_pg_database(request.getfixturevalue("pg_admin"))
+        if request.param == "postgresql"
+        else _nothing()
+    ) as db_url:
+        deployed = App(f"jobs-{request.param}", home, db_url, serve_port)
+        deployed.start()
+        yield deployed
+        deployed.stop()
+        deployed.db.dispose()
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("jobdata")
+    return {"cls": classification_file(d / "sentiment.jsonl"), "qa": squad_file(d / "qa.json")}
+
+
+def _sdk(app):
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{app.url}/v1", api_key="anything", max_retries=0)
+
+
+def test_the_openai_sdk_fine_tunes_and_the_model_serves_at_once(app, data):
+    client = _sdk(app)
+    with data["cls"].open("rb") as f:
+        uploaded = client.files.create(file=f, purpose="fine-tune")
+    assert uploaded.object == "file" and uploaded.bytes == data["cls"].stat().st_size
+    assert client.files.content(uploaded.id).read() == data["cls"].read_bytes()
+    assert uploaded.id in [f.id for f in client.files.list()]
+
+    job = client.fine_tuning.jobs.create(
+        model="base",
+        training_file=uploaded.id,
+        suffix="sentiment",
+        seed=7,
+        hyperparameters={"n_epochs": 2, "batch_size": 8},
+        extra_body={"task": "text-classification"},
+    )
+    assert job.status == "validating_files" and job.seed == 7
+    assert job.id in [j.id for j in client.fine_tuning.jobs.list(limit=10).data]
+
+    done = app.wait(job.id)
+    assert done["status"] == "succeeded", done["error"]
+    model_id = done["fine_tuned_model"]
+    assert model_id == f"ft:base:sentiment:{job.id[-8:]}" and done["trained_tokens"] > 0
+    assert client.fine_tuning.jobs.retrieve(job.id).fine_tuned_model == model_id
+
+    events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))
+    metrics = [e for e in events if e.type == "metrics"]
+    assert metrics and all(e.data["step"] >= 1 for e in metrics)
+    messages = [e.message for e in events]
+    assert messages[-1].startswith("Created text-classification job")  # newest first
+    assert sum(m.startswith("The job succeeded") for m in messages) == 1
+    # paging by `after` walks the same events
+    first = client.fine_tuning.jobs.list_events(job.id, limit=2)
+    rest = client.fine_tuning.jobs.list_events(job.id, limit=100, after=first.data[-1].id)
+    assert [e.id for e in first.data + rest.data] == [e.id for e in events]
+
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert checkpoints and checkpoints[0].fine_tuning_job_id == job.id
+    assert {c.step_number for c in checkpoints} <= {e.data["step"] for e in metrics}
+
+    # served on the next request, with its own labels
+    r = app.http.post("/v1/classify", json={"model": model_id, "inputs": ["wonderful loved great"]})
+    assert r.status_code == 200, r.text
+    assert r.json()["results"][0]["label"] in ("positive", "negative")
+    with app.db.session() as s:
+        row = s.scalar(select(Model).where(Model.id == model_id))
+        assert row.job_id == job.id and row.dataset_sha256 and row.base_model == "base"
+
+
+def test_a_cancelled_job_registers_nothing(app, data):
+    f = app.upload(data["cls"]).json()
+    job = app.http.post(
+        "/v1/fine_tuning/jobs",
+        json={
+            "model": "base",
+            "training_file": f["id"],
+            "hyperparameters": {"n_epochs": 100, "log_every_steps": 1, **FAST},
+        },
+    ).json()
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while not any(e["type"] == "metrics" for e in app.events(job["id"])):
+        assert time.monotonic() < deadline, "the job never reported a step"
+        time.sleep(0.5)
+    assert _sdk(app).fine_tuning.jobs.cancel(job["id"]).status == "cancelled"
+    again = app.http.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel")
+    assert again.status_code == 409 and again.json()["error"]["type"] == "conflict"
+
+    import ray
+    from ray.job_submission import JobSubmissionClient
+
+    ray_jobs = JobSubmissionClient(ray.get_runtime_context().gcs_address)
+    deadline = time.monotonic() + 60
+    while not ray_jobs.get_job_status(f"{job['id']}-1").is_terminal():
+        assert time.monotonic() < deadline, "the Ray job was not stopped"
+        time.sleep(0.5)
+    time.sleep(2)  # the runner settles it on its next tick
+    model_id = f"ft:base::{job['id'][-8:]}"
+    assert app.http.get(f"/v1/models/{model_id}").status_code == 404
+    assert not artifacts.model_dir(app.home, model_id).exists()
+    assert app.http.get(f"/v1/fine_tuning/jobs/{job['id']}").json()["status"] == "cancelled"
+
+
+def test_an_invalid_upload_is_refused_with_its_line(app, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine", "label": "a"}\n{"text": "fine", "label": "b"}\nnot json\n')
+    r = app.upload(bad)
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["param"] == "file" and "bad.jsonl line 3: is not valid JSON" in err["message"]
+    assert bad.name not in json.dumps(app.http.get("/v1/files").json())
+
+    big = tmp_path / "big.jsonl"
+    big.write_text('{"text": "fine", "label": "a"}\n' * (MAX_UPLOAD // 20))
+    r = app.upload(big)
+    assert r.status_code == 413 and r.json()["error"]["type"] == "payload_too_large"
+
+    r = app.http.post("/v1/fine_tuning/jobs", json={"model": "base", "training_file": "file-x"})
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found"
+    r = app.http.post(
+        "/v1/fine_tuning/jobs",
+        json={"model": "base", "training_file": "file-x", "hyperparameters": {"n_epochs": -1}},
+    )
+    assert r.status_code == 422 and r.json()["error"]["param"].startswith("hyperparameters")
+
+
+def _only_on_sqlite(app):
+    if not app.name.endswith("sqlite"):
+        pytest.skip("one database is enough for this one: it tests the job, not the database")
+
+
+def test_a_qa_job_answers_with_spans(app, data):
+    _only_on_sqlite(app)
+    f = app.upload(data["qa"]).json()
+    assert (f["format"], f["rows"]) == ("squad", 24)
+    job = app.http.post(
+        "/v1/fine_tuning/jobs",
+        json={
+            "model": "base",
+            "training_file": f["id"],
+            "hyperparameters": {"n_epochs": 2, **FAST},
+        },
+    ).json()
+    assert job["task"] == "extractive-qa"  # inferred from the file
+    done = app.wait(job["id"])
+    assert done["status"] == "succeeded", done["error"]
+    r = app.http.post(
+        "/v1/qa",
+        json={
+            "model": done["fine_tuned_model"],
+            "question": "where is the mount fuji",
+            "context": "the mount fuji stands in japan . refunds are issued within five working days .",
+        },
+    )
+    assert r.status_code == 200, r.text
+    answer = r.json()["results"][0]
+    context = "the mount fuji stands in japan . refunds are issued within five working days ."
+    assert context[answer["start"] : answer["end"]] == answer["answer"] != ""
+
+
+def test_a_crashing_job_fails_with_its_error(app, data):
+    _only_on_sqlite(app)
+    # a base whose weights are garbage: training dies loading them
+    src, dst = app.home / "models" / "base", app.home / "models" / "broken"
+    shutil.copytree(src, dst)
+    manifest = artifacts.read_manifest(dst).model_copy(update={"id": "broken"})
+    artifacts.write_manifest(dst, manifest)
+    for weights in (dst / "hf").glob("*.safetensors"):
+        weights.write_bytes(b"not a safetensors file")
+    f = app.upload(data["cls"]).json()
+    job = app.http.post(
+        "/v1/fine_tuning/jobs", json={"model": "broken", "training_file": f["id"]}
+    ).json()
+    done = app.wait(job["id"])
+    assert done["status"] == "failed" and done["fine_tuned_model"] is None
+    assert done["error"]["code"] == "training_failed"
+    assert "Error" in done["error"]["message"], done["error"]
+    assert app.events(job["id"])[0]["level"] == "error"
+
+
+def test_a_restarted_service_finishes_the_job_and_records_it_once(app, data):
+    _only_on_sqlite(app)
+    f = app.upload(data["cls"]).json()
+    job = app.http.post(
+        "/v1/fine_tuning/jobs",
+        json={
+            "model": "base",
+            "training_file": f["id"],
+            "hyperparameters": {"n_epochs": 12, "log_every_steps": 2, **FAST},
+        },
+    ).json()
+    app.wait(job["id"], until=("running",))
+    app.stop()  # every replica goes; the Ray Job trains on
+    time.sleep(3)
+    app.start()
+    done = app.wait(job["id"])
+    assert done["status"] == "succeeded", done["error"]
+    events = app.events(job["id"])
+    assert sum(e["message"].startswith("The job succeeded") for e in events) == 1
+    progress = [e["data"] for e in events if e["type"] == "metrics" and "total_steps" in e["data"]]
+    steps = [p["step"] for p in progress]
+    assert len(steps) == len(set(steps)) and max(steps) == progress[0]["total_steps"]
+    with app.db.session() as s:
+        count = s.scalar(
+            select(func.count()).select_from(Model).where(Model.id == done["fine_tuned_model"])
+        )
+    assert count == 1
+
+
+def test_a_pretraining_job_from_the_cli_makes_an_encoder(app, tmp_path):
+    _only_on_sqlite(app)
+    from testdata import corpus_file
+
+    from service.cli import main
+
+    corpus = corpus_file(tmp_path / "corpus.txt")
+    code = main(
+        [
+            "jobs", "create", "--url", app.url, "--training-file", str(corpus),
+            "--task", "masked-lm", "--suffix", "mlm", "--epochs", "1", "--follow",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    job = app.http.get("/v1/fine_tuning/jobs?limit=1").json()["data"][0]
+    assert job["task"] == "masked-lm" and job["status"] == "succeeded"
+    encoder = app.http.get(f"/v1/models/{job['fine_tuned_model']}").json()
+    assert encoder["zero_shot"] and encoder["task"] == "feature-extraction"
+    r = app.http.post(
+        "/v1/classify",
+        json={"model": encoder["id"], "inputs": ["wonderful"], "labels": ["happy", "sad"]},
+    )
+    assert r.status_code == 200, r.text
+    assert main(["jobs", "events", job["id"], "--url", app.url]) == 0
+    assert main(["files", "list", "--url", app.url]) == 0
