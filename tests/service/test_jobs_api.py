@@ -134,6 +134,11 @@ def data(tmp_path_factory):
     return {"cls": classification_file(d / "sentiment.jsonl"), "qa": squad_file(d / "qa.json")}
 
 
+def _only_on_sqlite(app):
+    if not app.name.endswith("sqlite"):
+        pytest.skip("one database is enough for this one: it tests the job, not the database")
+
+
 def _sdk(app):
     from openai import OpenAI
 
@@ -190,6 +195,7 @@ def test_the_openai_sdk_fine_tunes_and_the_model_serves_at_once(app, data):
 
 
 def test_a_cancelled_job_registers_nothing(app, data):
+    _only_on_sqlite(app)
     f = app.upload(data["cls"]).json()
     job = app.http.post(
         "/v1/fine_tuning/jobs",
@@ -243,11 +249,6 @@ def test_an_invalid_upload_is_refused_with_its_line(app, tmp_path):
         json={"model": "base", "training_file": "file-x", "hyperparameters": {"n_epochs": -1}},
     )
     assert r.status_code == 422 and r.json()["error"]["param"].startswith("hyperparameters")
-
-
-def _only_on_sqlite(app):
-    if not app.name.endswith("sqlite"):
-        pytest.skip("one database is enough for this one: it tests the job, not the database")
 
 
 def test_a_qa_job_answers_with_spans(app, data):
