@@ -209,6 +209,17 @@ def test_a_cancelled_job_registers_nothing(app, data):
     while not any(e["type"] == "metrics" for e in app.events(job["id"])):
         assert time.monotonic() < deadline, "the job never reported a step"
         time.sleep(0.5)
+    # one job trains at a time (max_running_jobs 1): a second one waits in the queue
+    second = app.http.post(
+        "/v1/fine_tuning/jobs", json={"model": "base", "training_file": f["id"]}
+    ).json()
+    assert app.wait(second["id"], until=("queued",), timeout_s=30)["status"] == "queued"
+    time.sleep(2)
+    assert app.http.get(f"/v1/fine_tuning/jobs/{second['id']}").json()["status"] == "queued"
+    assert app.http.post(f"/v1/fine_tuning/jobs/{second['id']}/cancel").json()["status"] == (
+        "cancelled"
+    )
+
     assert _sdk(app).fine_tuning.jobs.cancel(job["id"]).status == "cancelled"
     again = app.http.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel")
     assert again.status_code == 409 and again.json()["error"]["type"] == "conflict"

@@ -61,8 +61,17 @@ def test_batching_and_padding_do_not_change_embeddings(model):
         "a",
         "refunds are issued within five days",
     ]
+    # fp32: padding and batch neighbours change nothing beyond float noise
+    fp32 = EncoderModel(model.folder, model.manifest.model_copy(update={"precision": "fp32"}))
+    alone = np.stack([fp32.embed([t])[0] for t in texts])
+    np.testing.assert_allclose(fp32.embed(texts), alone, atol=1e-4)
+    # int8 quantizes activations with one scale per batch: neighbours move it slightly
     alone = np.stack([model.embed([t])[0] for t in texts])
-    np.testing.assert_allclose(model.embed(texts), alone, atol=1e-3)
+    together = model.embed(texts)
+    cosine = (
+        (alone * together).sum(1) / np.linalg.norm(alone, axis=1) / np.linalg.norm(together, axis=1)
+    )
+    assert cosine.min() > 0.999, cosine
 
 
 def test_sub_batches_respect_the_token_budget_and_keep_order(model):
