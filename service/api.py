@@ -211,7 +211,12 @@ class Ingress:
     @app.get("/v1/models/{model_id}", response_model=ModelView, tags=["models"])
     async def get_model(self, model_id: str) -> ModelView:
         manifest = self.registry.resolve(model_id).manifest
-        return view(manifest.model_copy(update={"id": model_id}))
+        shown = view(manifest.model_copy(update={"id": model_id}))
+        try:
+            shown.job = await self._in_db(jobs.lineage, model_id)
+        except Exception as exc:  # the model serves without its record; say nothing wrong
+            log.warning("no lineage for %s: %s", model_id, type(exc).__name__)
+        return shown
 
     # ------------------------------------------------------------------------ files
 

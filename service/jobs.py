@@ -252,6 +252,20 @@ def checkpoints(
     return rows[:limit], len(rows) > limit
 
 
+def lineage(db: Database, model_id: str) -> dict | None:
+    """Where a model a job made came from (None for a model imported or trained by hand)."""
+    with db.session() as s:
+        m = s.scalar(select(Model).where(Model.id == model_id))
+    if m is None:
+        return None
+    return {
+        "job_id": m.job_id,
+        "base_model": m.base_model,
+        "dataset_sha256": m.dataset_sha256,
+        "precision": m.precision,
+    }
+
+
 def _seq_of(public_id: str, prefix: str) -> int:
     if not public_id.startswith(prefix) or not public_id[len(prefix) :].isdigit():
         raise InvalidRequest(f"`after` must be an id like {prefix}42", param="after")

@@ -158,6 +158,10 @@ class ModelView(BaseModel):
         description="validation metrics of the checkpoint it was exported from",
     )
     created_at: datetime
+    job: dict | None = Field(
+        None,
+        description="for a model a job made: the job id, its base, the training data's sha256",
+    )
 
 
 class ModelList(BaseModel):

@@ -192,6 +192,8 @@ def test_the_openai_sdk_fine_tunes_and_the_model_serves_at_once(app, data):
     with app.db.session() as s:
         row = s.scalar(select(Model).where(Model.id == model_id))
         assert row.job_id == job.id and row.dataset_sha256 and row.base_model == "base"
+    shown = app.http.get(f"/v1/models/{model_id}").json()
+    assert shown["job"]["job_id"] == job.id and shown["labels"] == ["negative", "positive"]
 
 
 def test_a_cancelled_job_registers_nothing(app, data):
