@@ -53,6 +53,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+DASHBOARD_PORT = 8265
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def init_local_ray(**kwargs) -> None:
     """Start a local Ray on loopback with its dashboard (which hosts Ray Jobs).
 
@@ -73,6 +85,8 @@ def init_local_ray(**kwargs) -> None:
 
         init._tuneserve = True  # type: ignore[attr-defined]
         parameter.RayParams.__init__ = init  # type: ignore[method-assign]
+    if "dashboard_port" not in kwargs:  # Ray's usual port, unless another Ray holds it
+        kwargs["dashboard_port"] = DASHBOARD_PORT if _port_free(DASHBOARD_PORT) else free_port()
     ray.init(
         include_dashboard=True,
         dashboard_host="127.0.0.1",
