@@ -142,6 +142,15 @@ class Model(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
 
 
+def newest_first(s: Session, query, model, limit: int, before_seq: int | None = None):
+    """One page of `query` over `model`, newest first, starting below `before_seq`; returns
+    (rows, has_more). Every list of the API pages this way."""
+    if before_seq is not None:
+        query = query.where(model.seq < before_seq)
+    rows = list(s.scalars(query.order_by(model.seq.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
 def default_url(home: Path) -> str:
     return f"sqlite:///{Path(home).resolve() / 'tuneserve.db'}"
 

@@ -242,14 +242,12 @@ class JobRunnerServer:
         await asyncio.to_thread(self.db.upgrade)
         self.runner = JobRunner(self.db, Path(home), max_running=max_running, address=address)
         self.poll_s = poll_s
-        self.ticks = 0
         self._task = asyncio.create_task(self._loop())
 
     async def _loop(self) -> None:
         while True:
             try:
                 await asyncio.to_thread(self.runner.tick)
-                self.ticks += 1
             except RuntimeError as exc:
                 if "after shutdown" in str(exc):  # the replica is stopping
                     return
@@ -261,6 +259,3 @@ class JobRunnerServer:
     async def check_health(self) -> None:
         if self._task.done():
             raise RuntimeError("the job loop has stopped")
-
-    async def status(self) -> dict:
-        return {"ticks": self.ticks}

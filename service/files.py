@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from sqlalchemy import select
 
-from service.db import Database, File, Job, now
+from service.db import Database, File, Job, newest_first, now
 from service.errors import Conflict, InvalidRequest, NotFound, TooLarge
 from training import data
 
@@ -169,13 +169,12 @@ def listing(
     if purpose:
         q = q.where(File.purpose == purpose)
     with db.session() as s:
+        cursor = None
         if after:
             cursor = s.scalar(select(File.seq).where(File.id == after))
             if cursor is None:
                 raise InvalidRequest(f"`after`: no file {after!r}", param="after")
-            q = q.where(File.seq < cursor)
-        rows = list(s.scalars(q.order_by(File.seq.desc()).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+        return newest_first(s, q, File, limit, cursor)
 
 
 def delete(db: Database, file_id: str, tenant: str | None = None) -> None:

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select, update
 
 from service import files as files_mod
-from service.db import Database, File, Job, JobCheckpoint, JobEvent, Model, now
+from service.db import Database, File, Job, JobCheckpoint, JobEvent, Model, newest_first, now
 from service.errors import Conflict, InvalidRequest, NotFound
 from service.registry import Registry
 from service.schemas import CreateJobRequest
@@ -205,28 +205,18 @@ def get(db: Database, job_id: str, tenant: str | None = None) -> Job:
 
 
 def listing(
-    db: Database,
-    *,
-    tenant: str | None = None,
-    after: str | None = None,
-    limit: int = 20,
-    metadata: dict[str, str] | None = None,
+    db: Database, *, tenant: str | None = None, after: str | None = None, limit: int = 20
 ) -> tuple[list[Job], bool]:
     q = select(Job)
     if tenant is not None:
         q = q.where(Job.tenant == tenant)
     with db.session() as s:
+        cursor = None
         if after:
             cursor = s.scalar(select(Job.seq).where(Job.id == after))
             if cursor is None:
                 raise InvalidRequest(f"`after`: no job {after!r}", param="after")
-            q = q.where(Job.seq < cursor)
-        rows = list(s.scalars(q.order_by(Job.seq.desc()).limit(limit + 1)))
-    if metadata:
-        rows = [
-            j for j in rows if all((j.metadata_ or {}).get(k) == v for k, v in metadata.items())
-        ]
-    return rows[:limit], len(rows) > limit
+        return newest_first(s, q, Job, limit, cursor)
 
 
 def events(
@@ -234,22 +224,18 @@ def events(
 ) -> tuple[list[JobEvent], bool]:
     """Newest first, as OpenAI lists them; `after` is the last event id of the previous page."""
     q = select(JobEvent).where(JobEvent.job_id == job.id)
-    if after:
-        q = q.where(JobEvent.seq < _seq_of(after, "ftevent-"))
+    cursor = _seq_of(after, "ftevent-") if after else None
     with db.session() as s:
-        rows = list(s.scalars(q.order_by(JobEvent.seq.desc()).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+        return newest_first(s, q, JobEvent, limit, cursor)
 
 
 def checkpoints(
     db: Database, job: Job, *, after: str | None = None, limit: int = 10
 ) -> tuple[list[JobCheckpoint], bool]:
     q = select(JobCheckpoint).where(JobCheckpoint.job_id == job.id)
-    if after:
-        q = q.where(JobCheckpoint.seq < _seq_of(after, "ftckpt-"))
+    cursor = _seq_of(after, "ftckpt-") if after else None
     with db.session() as s:
-        rows = list(s.scalars(q.order_by(JobCheckpoint.seq.desc()).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+        return newest_first(s, q, JobCheckpoint, limit, cursor)
 
 
 def lineage(db: Database, model_id: str) -> dict | None:
