@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/tuneserve run
+	$(BIN)/tuneserve run --config deploy/serve_config.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
@@ -40,12 +40,13 @@ bench: $(STAMP)
 	$(BIN)/python bench/train.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check service training tests bench
-	$(BIN)/ruff format --check service training tests bench
+	$(BIN)/ruff check service training tests bench deploy
+	$(BIN)/ruff format --check service training tests bench deploy
+	$(BIN)/hadolint --failure-threshold warning Dockerfile
 
 format: $(STAMP)
-	$(BIN)/ruff format service training tests bench
-	$(BIN)/ruff check --fix service training tests bench
+	$(BIN)/ruff format service training tests bench deploy
+	$(BIN)/ruff check --fix service training tests bench deploy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -279,6 +279,7 @@ class Ingress:
             home=self.home,
             default_workers=self.settings["job_workers"],
             cpus_per_worker=self.settings["job_cpus_per_worker"],
+            use_gpu=self.settings["job_use_gpu"],
         )
         return jobs.view(job)
 

@@ -120,11 +120,29 @@ def wait_ready(url: str, timeout_s: float = 180.0) -> None:
     raise RuntimeError(f"the service at {url} was not ready after {timeout_s:.0f}s ({last})")
 
 
+def serve_config_args(path: Path) -> dict:
+    """The settings a Ray Serve config file gives: its one application's args and its port."""
+    import yaml
+
+    config = yaml.safe_load(path.read_text())
+    apps = config.get("applications") or []
+    if len(apps) != 1:
+        raise SystemExit(f"{path}: expected one application, found {len(apps)}")
+    args = dict(apps[0].get("args") or {})
+    port = (config.get("http_options") or {}).get("port")
+    if port is not None:
+        args.setdefault("port", port)
+    return args
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     overrides = {
         k: v for k, v in {"home": args.home, "host": args.host, "port": args.port}.items() if v
     }
-    settings = Settings(**overrides)
+    defaults = serve_config_args(args.config) if args.config else {}
+    settings = Settings.from_args(defaults)
+    if overrides:  # flags win over the environment too
+        settings = Settings(**{**settings.model_dump(), **overrides})
     ray_tmp = local_ray_env() if not settings.ray_address else None
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -416,7 +434,13 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="serve the API on a local Ray (or TUNESERVE_RAY_ADDRESS)")
     run.add_argument("--home", type=Path, help="model store (default ./.tuneserve)")
     run.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    run.add_argument("--port", type=int, help="port (default 8000)")
+    run.add_argument("--port", type=int, help="port (default: the config's, else 8000)")
+    run.add_argument(
+        "--config",
+        type=Path,
+        help="a Ray Serve config (deploy/serve_config.yaml): its application args are the "
+        "defaults, under TUNESERVE_* variables and these flags",
+    )
     run.set_defaults(func=cmd_run)
 
     imp = sub.add_parser("import-base", help="import an encoder into the store as a base model")

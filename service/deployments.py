@@ -32,7 +32,7 @@ def bind_replica_grpc_to_node_ip() -> None:
     """Make this replica's inter-deployment gRPC server listen on the node's address only.
 
     Ray Serve 2.60 binds it to ``[::]:0``, every interface, unauthenticated, with no setting to
-    change it. Routers dial the replica at its node address, which is 127.0.0.1 on a local Ray
+    change it. Routers dial the replica at its node address, which is loopback on a local Ray
     (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0) and the pod IP on a cluster, so binding exactly that
     address changes nothing for them. Call from a deployment's constructor: Serve starts that
     server after the constructor returns.

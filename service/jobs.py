@@ -77,6 +77,7 @@ def create(
     home: Path,
     default_workers: int = 1,
     cpus_per_worker: float = 1.0,
+    use_gpu: bool = False,
     tenant: str | None = None,
 ) -> Job:
     """Check a job request against its files and model, write it as `validating_files`."""
@@ -155,7 +156,7 @@ def create(
         },
         "scaling": {
             "num_workers": (scaling.num_workers if scaling else None) or default_workers,
-            "use_gpu": bool(scaling and scaling.use_gpu),
+            "use_gpu": use_gpu if scaling is None or scaling.use_gpu is None else scaling.use_gpu,
             "mixed_precision": scaling.mixed_precision if scaling else "no",
             "cpus_per_worker": cpus_per_worker,
         },

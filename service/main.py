@@ -9,16 +9,14 @@ from service.api import Ingress
 from service.deployments import JobRunnerServer, ModelServer
 from service.settings import Settings
 
+# a resource only Ray's head node has (Ray's own singletons are placed with it)
+HEAD_NODE = "node:__internal_head__"
+
 
 def build_app(args: dict | None = None) -> Application:
-    """Build the application from `args` (serve_config.yaml's `args`), over TUNESERVE_* env."""
-    args = args or {}
-    unknown = sorted(set(args) - set(Settings.model_fields))
-    if unknown:
-        raise ValueError(
-            f"unknown application args {unknown}; valid: {sorted(Settings.model_fields)}"
-        )
-    settings = Settings(**args)
+    """Build the application from `args` (serve_config.yaml's `args`); a TUNESERVE_*
+    variable overrides the arg of its name (Settings.from_args)."""
+    settings = Settings.from_args(args or {})
     if settings.autoscaling_max_replicas > settings.model_replicas:
         scaling: dict = {
             "autoscaling_config": {
@@ -43,7 +41,10 @@ def build_app(args: dict | None = None) -> Application:
         batch_tokens=settings.batch_tokens,
         batch_wait_s=settings.batch_wait_s,
     )
-    runner = JobRunnerServer.bind(
+    # The ingress and the job runner hold no CPUs and live on the head node: the one Ray
+    # node that is always there (on Kubernetes, worker pods come and go with autoscaling).
+    on_head = {"num_cpus": 0, "resources": {HEAD_NODE: 0.001}}
+    runner = JobRunnerServer.options(ray_actor_options=on_head).bind(
         str(settings.home),
         settings.db_url(),
         max_running=settings.max_running_jobs,
@@ -51,7 +52,7 @@ def build_app(args: dict | None = None) -> Application:
         address=settings.jobs_address,
     )
     return Ingress.options(
-        ray_actor_options={"num_cpus": 0},
+        ray_actor_options=on_head,
         max_ongoing_requests=settings.ingress_max_ongoing,
         max_queued_requests=settings.ingress_max_queued,
     ).bind(

@@ -188,7 +188,8 @@ class JobHyperparameters(BaseModel):
 
 class JobScaling(_Request):
     num_workers: int | None = Field(None, ge=1, le=1024)
-    use_gpu: bool = False
+    # unset: the service's default (TUNESERVE_JOB_USE_GPU)
+    use_gpu: bool | None = None
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
 
 

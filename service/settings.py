@@ -6,6 +6,7 @@ nothing else reads the environment.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -76,12 +77,27 @@ class Settings(BaseSettings):
     )
     job_workers: int = Field(1, ge=1, description="Ray Train workers a job gets by default")
     job_cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each training worker takes")
+    job_use_gpu: bool = Field(
+        False, description="jobs that do not say `scaling.use_gpu` train on GPUs (one a worker)"
+    )
 
     @field_validator("home")
     @classmethod
     def _absolute(cls, v: Path) -> Path:
         # Ray workers do not share the driver's working directory: pass an absolute path.
         return v.expanduser().resolve()
+
+    @classmethod
+    def from_args(cls, args: dict) -> Settings:
+        """Settings from an application's `args` (serve_config.yaml's) as defaults, each
+        overridden by its TUNESERVE_* variable where one is set; unknown args are refused."""
+        unknown = sorted(set(args) - set(cls.model_fields))
+        if unknown:
+            raise ValueError(
+                f"unknown application args {unknown}; valid: {sorted(cls.model_fields)}"
+            )
+        in_env = {k.upper() for k in os.environ}
+        return cls(**{k: v for k, v in args.items() if f"TUNESERVE_{k.upper()}" not in in_env})
 
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'tuneserve.db'}"

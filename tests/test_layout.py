@@ -79,3 +79,19 @@ def test_no_grab_bag_modules():
         for p in _modules(pkg)
         if p.stem in {"utils", "helpers", "common", "misc"}
     ]
+
+
+# where an address may be written down: the settings' defaults, the local `tuneserve run`
+# and the HTTP client's default URL. Everything else reads its place from the settings.
+LOCAL_ADDRESS_ALLOWED = {"service/settings.py", "service/cli.py", "service/client.py"}
+
+
+def test_nothing_outside_the_settings_says_local():
+    offenders = [
+        str(p.relative_to(ROOT))
+        for package in ("service", "training")
+        for p in _modules(package)
+        if str(p.relative_to(ROOT)) not in LOCAL_ADDRESS_ALLOWED
+        and any(a in p.read_text() for a in ("127.0.0.1", "localhost", "0.0.0.0", "/tmp/"))
+    ]
+    assert offenders == []

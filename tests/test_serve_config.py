@@ -60,3 +60,48 @@ def test_autoscaling_comes_from_the_settings(tmp_path):
     )
     assert auto.autoscaling_config.min_replicas == 1 and auto.autoscaling_config.max_replicas == 4
     assert auto.autoscaling_config.target_ongoing_requests == 3
+
+
+def test_an_environment_variable_overrides_the_arg_of_its_name(tmp_path, monkeypatch):
+    """One serve_config.yaml for every environment: a ConfigMap tunes it through TUNESERVE_*."""
+    from service.settings import Settings
+
+    args = {"home": str(tmp_path), "model_replicas": 1, "max_running_jobs": 1}
+    assert Settings.from_args(args).model_replicas == 1
+    monkeypatch.setenv("TUNESERVE_MODEL_REPLICAS", "3")
+    monkeypatch.setenv("TUNESERVE_JOB_USE_GPU", "true")
+    settings = Settings.from_args(args)
+    assert settings.model_replicas == 3 and settings.max_running_jobs == 1
+    assert settings.job_use_gpu is True
+
+
+def test_the_ingress_and_the_job_runner_live_on_the_head_node(tmp_path):
+    from service.main import HEAD_NODE, build_app
+
+    app = build_app({"home": str(tmp_path)})
+    ingress = app._bound_deployment
+    runner = next(
+        a
+        for a in ingress.init_args
+        if getattr(getattr(a, "_bound_deployment", None), "name", "") == "jobs"
+    )._bound_deployment
+    models = next(
+        a
+        for a in ingress.init_args
+        if getattr(getattr(a, "_bound_deployment", None), "name", "") == "models"
+    )._bound_deployment
+    for deployment in (ingress, runner):
+        options = deployment.ray_actor_options
+        assert options["num_cpus"] == 0 and HEAD_NODE in options["resources"]
+    # model replicas go wherever there are CPUs (on Kubernetes: the CPU workers)
+    assert HEAD_NODE not in (models.ray_actor_options.get("resources") or {})
+
+
+def test_tuneserve_run_takes_its_defaults_from_the_serve_config(tmp_path):
+    from service.cli import serve_config_args
+
+    args = serve_config_args(CONFIG)
+    app = yaml.safe_load(CONFIG.read_text())["applications"][0]
+    assert args == {**app["args"], "port": 8000}
+    assert "host" not in yaml.safe_load(CONFIG.read_text()).get("http_options", {})
+    assert "--config deploy/serve_config.yaml" in (CONFIG.parents[1] / "Makefile").read_text()
