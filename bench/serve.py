@@ -27,8 +27,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import httpx
-
 from training import artifacts
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -88,6 +86,57 @@ class Server:
         self.log.close()
 
 
+class Connection:
+    """One keep-alive HTTP/1.1 connection on asyncio streams: the load generator shares the
+    machine with the servers it measures, so each request should cost it as little CPU as
+    possible (an HTTP client library costs several times more per request)."""
+
+    def __init__(self, url: str):
+        rest = url.split("://", 1)[1]
+        hostport, _, path = rest.partition("/")
+        self.host, _, port = hostport.partition(":")
+        self.port, self.path = int(port or 80), "/" + path
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(
+            b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s"
+            % (self.path.encode(), self.host.encode(), self.port, len(body), body)
+        )
+        status = int((await self.reader.readline()).split()[1])
+        length, chunked, close = 0, False, False
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif name == b"connection":
+                close = b"close" in value.lower()
+        if chunked:
+            parts = []
+            while size := int((await self.reader.readline()).strip(), 16):
+                parts.append(await self.reader.readexactly(size + 2))
+            await self.reader.readline()
+            data = b"".join(p[:-2] for p in parts)
+        else:
+            data = await self.reader.readexactly(length)
+        if close:
+            self.close()
+        return status, data
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
 async def load(
     url: str, models: list[str], per_request: int, concurrency: int, seconds: float, pool: list[str]
 ) -> dict:
@@ -97,25 +146,33 @@ async def load(
     counter = 0
     deadline = time.monotonic() + seconds
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker() -> None:
         nonlocal errors, counter
-        while time.monotonic() < deadline:
-            model = models[counter % len(models)]
-            counter += 1
-            body = {"model": model, "inputs": rng.sample(pool, per_request)}
-            t = time.perf_counter()
-            r = await client.post(url, json=body)
-            if r.status_code == 200:
-                latencies.append(time.perf_counter() - t)
-            else:
-                errors += 1
+        conn = Connection(url)
+        try:
+            while time.monotonic() < deadline:
+                model = models[counter % len(models)]
+                counter += 1
+                body = json.dumps({"model": model, "inputs": rng.sample(pool, per_request)})
+                t = time.perf_counter()
+                try:
+                    status, _ = await conn.post(body.encode())
+                except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+                    conn.close()
+                    status = 0
+                if status == 200:
+                    latencies.append(time.perf_counter() - t)
+                else:
+                    errors += 1
+        finally:
+            conn.close()
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        await client.post(url, json={"model": models[0], "inputs": pool[:per_request]})  # warm
-        start = time.monotonic()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        elapsed = time.monotonic() - start
+    warm = Connection(url)
+    await warm.post(json.dumps({"model": models[0], "inputs": pool[:per_request]}).encode())
+    warm.close()
+    start = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.monotonic() - start
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 2 else [float("nan")] * 99
     return {
         "requests_per_s": len(latencies) / elapsed,
@@ -156,6 +213,73 @@ def table(rows: list[dict]) -> str:
             f"{r['seqs_per_s']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |"
         )
     return "\n".join(out)
+
+
+PALETTE = ["#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e"]
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    """An SVG of requests/s and p50 latency against concurrency, one line per server, for 1
+    and 8 texts a request (hand-written SVG: no plotting library to install)."""
+    servers = [s for s in dict.fromkeys(r["server"] for r in rows) if "round-robin" not in s]
+    panels = [
+        (k, metric, label)
+        for k in (1, 8)
+        for metric, label in (("requests_per_s", "requests/s"), ("p50_ms", "p50 latency, ms"))
+    ]
+    w, h, pad = 330, 230, 48
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * w}" height="{2 * h + 50 + 16 * len(servers)}" '
+        'font-family="sans-serif" font-size="11">',
+        f'<text x="{w}" y="18" text-anchor="middle" font-size="14">{title}</text>',
+    ]
+    for i, (k, metric, label) in enumerate(panels):
+        x0, y0 = (i % 2) * w, 30 + (i // 2) * h
+        points = {
+            s: sorted(
+                (r["concurrency"], r[metric])
+                for r in rows
+                if r["server"] == s and r["per_request"] == k
+            )
+            for s in servers
+        }
+        top = max((v for pts in points.values() for _, v in pts), default=1) * 1.1 or 1
+        concurrencies = sorted({c for pts in points.values() for c, _ in pts})
+
+        def px(c, _c=concurrencies, _x0=x0):
+            return _x0 + pad + (w - pad - 35) * _c.index(c) / max(1, len(_c) - 1)
+
+        def py(v, _y0=y0, _top=top):
+            return _y0 + h - pad + 10 - (h - pad - 20) * v / _top
+
+        out.append(
+            f'<text x="{x0 + w / 2}" y="{y0 + 12}" text-anchor="middle">{label}, '
+            f"{k} text{'s' if k > 1 else ''} a request</text>"
+        )
+        base_y = py(0)
+        out.append(
+            f'<line x1="{x0 + pad}" y1="{base_y}" x2="{x0 + w - 35}" y2="{base_y}" stroke="#444"/>'
+        )
+        out.append(
+            f'<line x1="{x0 + pad}" y1="{base_y}" x2="{x0 + pad}" y2="{py(top)}" stroke="#444"/>'
+        )
+        for frac in (0, 0.5, 1):
+            v = top / 1.1 * frac
+            out.append(f'<text x="{x0 + pad - 4}" y="{py(v) + 4}" text-anchor="end">{v:.0f}</text>')
+        for c in concurrencies:
+            out.append(f'<text x="{px(c)}" y="{base_y + 14}" text-anchor="middle">c={c}</text>')
+        for j, pts in enumerate(points.values()):
+            color = PALETTE[j % len(PALETTE)]
+            line = " ".join(f"{px(c):.1f},{py(v):.1f}" for c, v in pts)
+            out.append(f'<polyline points="{line}" fill="none" stroke="{color}" stroke-width="2"/>')
+            for c, v in pts:
+                out.append(f'<circle cx="{px(c):.1f}" cy="{py(v):.1f}" r="3" fill="{color}"/>')
+    for j, s in enumerate(servers):
+        y, x = 2 * h + 50 + 16 * j, pad
+        out.append(f'<rect x="{x}" y="{y - 9}" width="10" height="10" fill="{PALETTE[j]}"/>')
+        out.append(f'<text x="{x + 14}" y="{y}">{s}</text>')
+    out.append("</svg>")
+    path.write_text("\n".join(out))
 
 
 def main() -> None:
@@ -276,6 +400,11 @@ def main() -> None:
         f"{args.variants} variants round-robin: {many['requests_per_s'] / one['requests_per_s']:.2f}x "
         "the one-variant throughput"
     )
+    results = REPO / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    svg = results / "serve.svg"
+    plot(rows, svg, f"tuneserve vs a FastAPI + transformers baseline, {cores} cores")
+    print(f"plot: {svg}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

@@ -8,6 +8,7 @@ handle with the model id as the multiplexed id. Every error leaves in the one er
 # No `from __future__ import annotations` here: FastAPI must see the real types of the
 # methods' parameters, and Serve's class-based ingress hides the module's globals from it.
 import asyncio
+import functools
 import logging
 import time
 import urllib.request
@@ -24,10 +25,12 @@ from ray.serve.handle import DeploymentHandle
 
 from service import errors, jobs
 from service import files as uploads
+from service.batching import Batcher, Pending, QueueFull
 from service.db import Database
-from service.deployments import LATENCY_S, bind_replica_grpc_to_node_ip
+from service.deployments import LATENCY_S, MAX_ITEM_TOKENS, bind_replica_grpc_to_node_ip
 from service.errors import InvalidRequest, ModelUnavailable, Overloaded, ServiceError, TooLarge
 from service.registry import BASE_MODEL_ID, Registry, view
+from service.runtime import approx_tokens
 from service.schemas import (
     ClassifyRequest,
     ClassifyResponse,
@@ -72,19 +75,37 @@ def _ingress_metrics() -> dict:
     return _metrics
 
 
-@app.middleware("http")
-async def _count_requests(request: Request, call_next):
-    start = time.perf_counter()
-    response = await call_next(request)
-    if request.url.path.startswith("/v1/"):
-        metrics = _ingress_metrics()
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        model = getattr(request.state, "model_id", "")
-        tags = {"route": path, "model": model, "status": str(response.status_code)}
-        metrics["requests"].inc(tags=tags)
-        metrics["latency"].observe(time.perf_counter() - start, tags={"route": path})
-    return response
+class _CountRequests:
+    """Counts /v1/ requests by route, model and status, and times them. Plain ASGI rather than
+    `@app.middleware("http")`, whose response streaming costs about a millisecond a request."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            return await self.inner(scope, receive, send)
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.inner(scope, receive, send_status)
+        finally:
+            metrics = _ingress_metrics()
+            path = getattr(scope.get("route"), "path", "unmatched")
+            model = (scope.get("state") or {}).get("model_id", "")
+            tags = {"route": path, "model": model, "status": str(status)}
+            metrics["requests"].inc(tags=tags)
+            metrics["latency"].observe(time.perf_counter() - start, tags={"route": path})
+
+
+app.add_middleware(_CountRequests)
 
 
 # Named with hyphens: gateways and proxies drop headers with underscores.
@@ -152,6 +173,11 @@ class Ingress:
         self.db = Database(settings["db_url"])
         self._migrated = False
         self._exporter: str | None = None
+        self._senders: dict[tuple[str, str], Batcher] = {}
+        # enough calls per model to keep every replica that may hold it busy, and one more
+        # each to cover the trip
+        replicas = max(settings["model_replicas"], settings["autoscaling_max_replicas"])
+        self._calls_in_flight = max(2, 2 * replicas)
 
     def _database(self) -> Database:
         """The database, migrated on first use (not at start: an unreachable database makes
@@ -167,10 +193,38 @@ class Ingress:
 
         return await asyncio.to_thread(run)
 
-    async def _call(self, model_id: str, method: str, *args):
+    async def _call(self, model_id: str, method: str, request, tokens: int) -> list:
+        """One request's results from the model replicas. Requests for a model that arrive
+        while `calls_in_flight` calls for it are out go together in the next call, so under
+        load a replica gets a few large calls instead of many small ones (and one hot model
+        cannot take the calls of the others: each model has its own)."""
+        sender = self._senders.get((model_id, method))
+        if sender is None:
+            sender = self._senders[(model_id, method)] = Batcher(
+                functools.partial(self._send, method),
+                max_tokens=self.settings["batch_tokens"],
+                concurrency=self._calls_in_flight,
+                max_queued=self.settings["model_max_queued"],
+            )
+        try:
+            return await sender.submit(model_id, request, tokens)
+        except QueueFull:
+            raise Overloaded(
+                f"model {model_id!r} has more requests waiting than it queues; retry shortly",
+                retry_after_s=1.0,
+                param="model",
+            ) from None
+
+    async def _ready(self, model_id: str) -> bool:
+        try:
+            return await self.models.options(multiplexed_model_id=model_id).ready.remote()
+        except Exception as exc:
+            raise _from_replica(exc, model_id) from exc
+
+    async def _send(self, method: str, model_id: str, batch: list[Pending]) -> list:
         handle = getattr(self.models.options(multiplexed_model_id=model_id), method)
         try:
-            return await handle.remote(*args)
+            return await handle.remote([p.item for p in batch])
         except Exception as exc:  # whatever a replica or Serve raised: a 503 naming the model
             raise _from_replica(exc, model_id) from exc
 
@@ -189,8 +243,13 @@ class Ingress:
             raise InvalidRequest(
                 "`template` is for zero-shot classification with a base encoder", param="template"
             )
-        results = await self._call(model_id, "classify", body.texts(), body.labels, body.template)
-        return ClassifyResponse(model=model_id, results=results)
+        texts = body.texts()
+        tokens = approx_tokens(texts, MAX_ITEM_TOKENS)
+        results = await self._call(
+            model_id, "classify", (texts, body.labels, body.template), tokens
+        )
+        # the replica's results are already the response's shape: skip re-validating them
+        return JSONResponse({"model": model_id, "results": results})
 
     @app.post("/v1/qa", response_model=QAResponse, tags=["inference"])
     async def qa(
@@ -201,8 +260,9 @@ class Ingress:
         model_id = request.state.model_id = _model_id(body.model, serve_multiplexed_model_id)
         self.registry.for_endpoint(model_id, "extractive-qa")
         pairs = [(p.question, p.context) for p in body.pairs()]
-        results = await self._call(model_id, "answer", pairs)
-        return QAResponse(model=model_id, results=results)
+        tokens = approx_tokens([q + c for q, c in pairs], MAX_ITEM_TOKENS)
+        results = await self._call(model_id, "answer", pairs, tokens)
+        return JSONResponse({"model": model_id, "results": results})
 
     @app.get("/v1/models", response_model=ModelList, tags=["models"])
     async def list_models(self) -> ModelList:
@@ -361,7 +421,7 @@ class Ingress:
     async def readyz(self):
         """The base model is loaded in a replica and can serve."""
         try:
-            await asyncio.wait_for(self._call(BASE_MODEL_ID, "ready"), timeout=READY_TIMEOUT_S)
+            await asyncio.wait_for(self._ready(BASE_MODEL_ID), timeout=READY_TIMEOUT_S)
         except (ServiceError, TimeoutError) as exc:
             reason = exc.message if isinstance(exc, ServiceError) else "timed out loading base"
             return JSONResponse(

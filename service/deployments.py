@@ -19,6 +19,7 @@ from pathlib import Path
 from ray import serve
 
 from service import runtime
+from service.batching import Batcher, Pending
 from service.registry import BASE_MODEL_ID, Registry
 from service.runtime import ClassifyItem, LoadedModel, approx_tokens, load_model
 
@@ -99,7 +100,7 @@ class ModelServer:
         max_models: int = 4,
         max_batch_tokens: int = 4096,
         batch_tokens: int = 65536,
-        batch_wait_s: float = 0.01,
+        batch_wait_s: float = 0.0,
     ):
         bind_replica_grpc_to_node_ip()
         self.registry = Registry(Path(home), base_model)
@@ -108,9 +109,9 @@ class ModelServer:
         self._batches: collections.deque[tuple[int, int]] = collections.deque(maxlen=1000)
         self._loads = 0  # model loads: more than the models used means the LRU evicted some
         self.metrics = ReplicaMetrics()
-        for handler in (self._classify_batch, self._answer_batch):
-            handler.set_max_batch_size(max(batch_tokens, MAX_ITEM_TOKENS * 64))
-            handler.set_batch_wait_timeout_s(batch_wait_s)
+        self._batcher = Batcher(
+            self._run_batch, max_tokens=max(batch_tokens, MAX_ITEM_TOKENS), wait_s=batch_wait_s
+        )
 
         # The LRU size comes from settings, so the multiplexed loader is wired up here rather
         # than with a decorator on the class (Ray detects it on the instance).
@@ -144,45 +145,24 @@ class ModelServer:
         await self._model()
         return True
 
-    # Requests for one model that arrive together run as one batch (Ray splits batches by
-    # multiplexed model id). The batch is bounded by tokens, not requests: batch_size_fn
-    # estimates each request's tokens, and max_batch_size (set from settings in __init__) is
-    # the budget. One request must fit: the budget default covers 64 texts of max length.
-    @serve.batch(
-        max_batch_size=MAX_ITEM_TOKENS * 64,
-        batch_wait_timeout_s=0.01,
-        batch_size_fn=lambda items: sum(approx_tokens(i[1][0], MAX_ITEM_TOKENS) for i in items),
-    )
-    async def _classify_batch(self, items: list[tuple[float, ClassifyItem]]) -> list[list[dict]]:
-        model = await self._model()
-        requests = [item for _, item in items]
-        texts = [t for texts, _, _ in requests for t in texts]
-        return await self._run_batch("classify", items, texts, model.classify_many, requests)
-
-    @serve.batch(
-        max_batch_size=MAX_ITEM_TOKENS * 64,
-        batch_wait_timeout_s=0.01,
-        batch_size_fn=lambda items: sum(
-            approx_tokens([q + c for q, c in i[1]], MAX_ITEM_TOKENS) for i in items
-        ),
-    )
-    async def _answer_batch(
-        self, items: list[tuple[float, list[tuple[str, str]]]]
-    ) -> list[list[dict]]:
-        model = await self._model()
-        requests = [item for _, item in items]
-        texts = [q + c for pairs in requests for q, c in pairs]
-        return await self._run_batch("qa", items, texts, model.answer_many, requests)
-
-    async def _run_batch(self, endpoint: str, items: list, texts: list[str], fn, requests):
-        tags = {"model": serve.get_multiplexed_model_id(), "endpoint": endpoint}
+    # Batching (service/batching.py): a call that finds the replica idle runs at once; calls
+    # that arrive meanwhile form the next batch, per model and endpoint, bounded by estimated
+    # tokens (the budget from settings; one call alone may exceed it). A call carries one or
+    # more requests: the ingress sends together the requests that arrived while its earlier
+    # calls for the model were out.
+    async def _run_batch(self, key: tuple[str, str], batch: list[Pending]) -> list[list]:
+        model_id, endpoint = key
+        model = await self.get_model(model_id)
+        requests = [r for p in batch for r in p.item]
+        fn = model.classify_many if endpoint == "classify" else model.answer_many
+        tags = {"model": model_id, "endpoint": endpoint}
         start = time.perf_counter()
-        tokens = approx_tokens(texts, MAX_ITEM_TOKENS)
-        self._batches.append((len(items), tokens))
+        tokens = sum(p.tokens for p in batch)
+        self._batches.append((len(requests), tokens))
         m = self.metrics
-        for arrived, _ in items:
-            m.queue.observe(start - arrived, tags=tags)
-        m.batch_requests.observe(len(items), tags=tags)
+        for p in batch:
+            m.queue.observe(start - p.arrived, tags=tags)
+        m.batch_requests.observe(len(requests), tags=tags)
         m.batch_tokens.observe(tokens, tags=tags)
 
         def timed():
@@ -195,19 +175,30 @@ class ModelServer:
         out, tokenize_s, inference_s = await asyncio.to_thread(timed)
         m.tokenize.observe(tokenize_s, tags=tags)
         m.inference.observe(inference_s, tags=tags)
-        return out
+        per_call, i = [], 0
+        for p in batch:
+            per_call.append(out[i : i + len(p.item)])
+            i += len(p.item)
+        return per_call
 
-    async def classify(
-        self, texts: list[str], labels: list[str] | None, template: str | None
-    ) -> list[dict]:
-        # load (or touch) the model before joining a batch: the batch handler runs one batch
-        # at a time, and a load inside it would hold up the models already loaded
-        await self._model()
-        return await self._classify_batch((time.perf_counter(), (texts, labels, template)))
+    async def _submit(self, endpoint: str, requests: list, tokens: int) -> list:
+        model_id = serve.get_multiplexed_model_id()
+        # load (or touch) the model before joining the queue: one batch runs at a time, and
+        # a load inside it would hold up the models already loaded
+        await self.get_model(model_id)
+        return await self._batcher.submit((model_id, endpoint), requests, tokens)
 
-    async def answer(self, pairs: list[tuple[str, str]]) -> list[dict]:
-        await self._model()
-        return await self._answer_batch((time.perf_counter(), pairs))
+    async def classify(self, requests: list[ClassifyItem]) -> list[list[dict]]:
+        """Classify each request: (texts, labels, template); one result list a request."""
+        tokens = sum(approx_tokens(texts, MAX_ITEM_TOKENS) for texts, _, _ in requests)
+        return await self._submit("classify", requests, tokens)
+
+    async def answer(self, requests: list[list[tuple[str, str]]]) -> list[list[dict]]:
+        """Answer each request: its (question, context) pairs; one result list a request."""
+        tokens = sum(
+            approx_tokens([q + c for q, c in pairs], MAX_ITEM_TOKENS) for pairs in requests
+        )
+        return await self._submit("qa", requests, tokens)
 
     def stats(self) -> dict:
         """This replica's recent batches (requests and estimated tokens in each)."""

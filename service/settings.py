@@ -48,7 +48,11 @@ class Settings(BaseSettings):
         65536, ge=1024, description="requests batched together, in estimated tokens"
     )
     batch_wait_s: float = Field(
-        0.01, ge=0, le=1, description="how long a batch waits for more requests"
+        0.0,
+        ge=0,
+        le=1,
+        description="a batch waits this long for more requests before it runs; 0: a request "
+        "that finds its replica idle runs at once, and those arriving meanwhile form the next batch",
     )
     model_max_ongoing: int = Field(
         32, ge=1, description="requests a model replica works on at once (batched together)"

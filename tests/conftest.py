@@ -165,3 +165,26 @@ def db_url(request, tmp_path):
         return
     with fresh_pg_database(request.getfixturevalue("pg_admin")) as url:
         yield url
+
+
+_handle_loop = None
+
+
+def replica_stats(app: str) -> dict:
+    """The `models` replica's stats() through a handle. With Serve's fast path
+    (service.cli.SERVE_FAST_PATH) a handle's router runs on the caller's event loop, so the
+    calls go through one loop that lives for the session, on a thread of its own."""
+    import asyncio
+    import threading
+
+    from ray import serve
+
+    global _handle_loop
+    if _handle_loop is None:
+        _handle_loop = asyncio.new_event_loop()
+        threading.Thread(target=_handle_loop.run_forever, daemon=True).start()
+
+    async def call():
+        return await serve.get_deployment_handle("models", app_name=app).stats.remote()
+
+    return asyncio.run_coroutine_threadsafe(call(), _handle_loop).result(timeout=60)

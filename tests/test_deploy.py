@@ -340,3 +340,11 @@ def test_the_image_base_is_the_ray_release_of_the_project():
     assert base == "rayproject/ray:${RAY_VERSION}-py311-${VARIANT}"
     users = [a for w, a in _instructions() if w == "USER"]
     assert users and users[-1] not in ("root", "0")
+
+
+def test_the_pods_get_the_same_serve_switches_as_a_local_run(rendered):
+    from service.cli import SERVE_FAST_PATH
+
+    for overlay in ("overlays/dev", "overlays/prod"):
+        data = one(rendered[overlay], "ConfigMap", "tuneserve-settings")["data"]
+        assert {k: data.get(k) for k in SERVE_FAST_PATH} == SERVE_FAST_PATH, overlay

@@ -5,7 +5,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import post
+from conftest import post, replica_stats
 
 LABELS = ["positive", "negative"]
 
@@ -15,12 +15,11 @@ def _classify(url, text):
 
 
 def test_concurrent_requests_are_batched_and_answered_as_alone(service_url):
-    from ray import serve
 
     texts = [f"the film was {'wonderful ' * (i % 5)}{'dull ' * (i % 3)}mess {i}" for i in range(24)]
     alone = [_classify(service_url, t)[1]["results"][0] for t in texts[:4]]
-    handle = serve.get_deployment_handle("models", app_name="tiny")
-    before = handle.stats.remote().result()["batches"]
+    app = "tiny"
+    before = replica_stats(app)["batches"]
     with ThreadPoolExecutor(max_workers=24) as pool:
         answers = list(pool.map(lambda t: _classify(service_url, t), texts))
     assert all(status == 200 for status, _ in answers), answers
@@ -31,7 +30,7 @@ def test_concurrent_requests_are_batched_and_answered_as_alone(service_url):
         assert got["label"] == want["label"] and got["score"] == pytest.approx(
             want["score"], abs=1e-3
         )
-    stats = handle.stats.remote().result()
+    stats = replica_stats(app)
     assert stats["batches"] - before < 24  # fewer model calls than requests
     assert stats["max_requests"] > 1, stats
 

@@ -1,7 +1,7 @@
 """LRU multiplexing: three models through a replica that holds two, every answer right."""
 
 import pytest
-from conftest import build_tiny_encoder, post
+from conftest import build_tiny_encoder, post, replica_stats
 
 from service.runtime import load_model
 from training import artifacts
@@ -32,13 +32,12 @@ def lru_url(ray_session, service_url, tmp_path_factory):
 
 
 def test_models_in_rotation_are_each_answered_by_themselves(lru_url):
-    from ray import serve
 
     url, home = lru_url
     want = {m: load_model(artifacts.model_dir(home, m)).classify([TEXT], LABELS)[0] for m in MODELS}
     assert len({round(w["score"], 6) for w in want.values()}) == 3  # the models really differ
-    handle = serve.get_deployment_handle("models", app_name="lru")
-    loads_before = handle.stats.remote().result()["loads"]
+    app = "lru"
+    loads_before = replica_stats(app)["loads"]
     for _ in range(3):
         for m in MODELS:
             status, body = post(
@@ -49,14 +48,13 @@ def test_models_in_rotation_are_each_answered_by_themselves(lru_url):
             assert got["label"] == want[m]["label"]
             assert got["score"] == pytest.approx(want[m]["score"], abs=1e-4)
     # two fit in the replica; cycling through three misses every time: 9 loads, not 3
-    assert handle.stats.remote().result()["loads"] - loads_before == 9
+    assert replica_stats(app)["loads"] - loads_before == 9
 
 
 def test_evicted_models_free_their_memory(lru_url):
-    from ray import serve
 
     url, _ = lru_url
-    handle = serve.get_deployment_handle("models", app_name="lru")
+    app = "lru"
 
     def rotate(rounds):
         for _ in range(rounds):
@@ -67,9 +65,9 @@ def test_evicted_models_free_their_memory(lru_url):
                 )
 
     rotate(3)  # allocator and caches warm
-    before = handle.stats.remote().result()
+    before = replica_stats(app)
     rotate(10)
-    after = handle.stats.remote().result()
+    after = replica_stats(app)
     assert after["loads"] - before["loads"] == 30
     growth = after["rss_bytes"] - before["rss_bytes"]
     print(
