@@ -174,6 +174,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         wait_ready(url)
         print(f"\ntuneserve is serving at {url}  (API docs: {url}/docs)\n")
         print("try:\n" + EXAMPLE_CURL.format(url=url) + "\n")
+        if settings.admin_key:
+            print("auth: on. Every /v1/ call needs an API key; make one with the admin key:")
+            print(
+                f"  curl -s {url}/v1/admin/keys -H 'Authorization: Bearer <admin key>' "
+                "-H 'content-type: application/json' -d '{\"tenant\": \"acme\"}'\n"
+            )
+        else:
+            print(
+                f"auth: OPEN (no TUNESERVE_ADMIN_KEY): anyone who reaches {settings.host}:"
+                f"{settings.port} may call every endpoint, unless API keys exist in the "
+                "database. Set TUNESERVE_ADMIN_KEY to require keys.\n"
+            )
         print(
             f"jobs: {settings.db_url().split('://')[0]} database "
             f"{'at ' + str(settings.home / 'tuneserve.db') if not settings.database_url else ''}; "

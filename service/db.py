@@ -142,6 +142,21 @@ class Model(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
 
 
+class ApiKey(Base):
+    """An API key of a tenant. Only the key's SHA-256 is kept; `hint` is its first characters,
+    to tell keys apart in a list."""
+
+    __tablename__ = "api_keys"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    tenant: Mapped[str] = mapped_column(String(128), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
 def newest_first(s: Session, query, model, limit: int, before_seq: int | None = None):
     """One page of `query` over `model`, newest first, starting below `before_seq`; returns
     (rows, has_more). Every list of the API pages this way."""

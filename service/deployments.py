@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from ray import serve
+from sqlalchemy.exc import OperationalError
 
 from service import runtime
 from service.batching import Batcher, Pending
@@ -206,6 +207,7 @@ class ModelServer:
         with open("/proc/self/statm") as f:  # resident pages, now (not the peak)
             rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         return {
+            "pid": os.getpid(),
             "loads": self._loads,
             "rss_bytes": rss,
             "batches": len(sizes),
@@ -229,8 +231,11 @@ class JobRunnerServer:
         from service.db import Database
         from service.jobs import JobRunner
 
+        # the schema is brought up to date by the loop's first tick that reaches the database:
+        # a database that is down when the service starts must not stop it starting (the API
+        # answers 503 for what needs it, and inference serves)
         self.db = Database(db_url)
-        await asyncio.to_thread(self.db.upgrade)
+        self._migrated = False
         self.runner = JobRunner(self.db, Path(home), max_running=max_running, address=address)
         self.poll_s = poll_s
         self._task = asyncio.create_task(self._loop())
@@ -238,12 +243,19 @@ class JobRunnerServer:
     async def _loop(self) -> None:
         while True:
             try:
+                if not self._migrated:
+                    await asyncio.to_thread(self.db.upgrade)
+                    self._migrated = True
                 await asyncio.to_thread(self.runner.tick)
             except RuntimeError as exc:
                 if "after shutdown" in str(exc):  # the replica is stopping
                     return
                 log.exception("job runner tick failed")
-            except Exception:  # the database away for a moment: try again next tick
+            except OperationalError as exc:  # the database is away: try again next tick
+                log.warning(
+                    "job runner: the database cannot be reached (%s)", type(exc.orig).__name__
+                )
+            except Exception:
                 log.exception("job runner tick failed")
             await asyncio.sleep(self.poll_s)
 

@@ -64,6 +64,17 @@ class TooLarge(ServiceError):
     type = "payload_too_large"
 
 
+class RateLimited(ServiceError):
+    """A per-tenant limit is reached (unfinished jobs): retry when some finish."""
+
+    status = 429
+    type = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: float = 30.0, param: str | None = None):
+        super().__init__(message, param=param)
+        self.headers = {"Retry-After": str(max(1, round(retry_after_s)))}
+
+
 class Unavailable(ServiceError):
     """A dependency (the database, Ray Jobs) cannot be reached: retry later."""
 

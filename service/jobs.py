@@ -34,7 +34,7 @@ from sqlalchemy import func, select, update
 
 from service import files as files_mod
 from service.db import Database, File, Job, JobCheckpoint, JobEvent, Model, newest_first, now
-from service.errors import Conflict, InvalidRequest, NotFound
+from service.errors import Conflict, InvalidRequest, NotFound, RateLimited
 from service.registry import Registry
 from service.schemas import CreateJobRequest
 from training import artifacts
@@ -79,8 +79,23 @@ def create(
     cpus_per_worker: float = 1.0,
     use_gpu: bool = False,
     tenant: str | None = None,
+    max_unfinished: int | None = None,
 ) -> Job:
-    """Check a job request against its files and model, write it as `validating_files`."""
+    """Check a job request against its files and model, write it as `validating_files`.
+    A tenant with `max_unfinished` jobs not finished yet gets a 429."""
+    if tenant is not None and max_unfinished is not None:
+        with db.session() as s:
+            unfinished = s.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.tenant == tenant, Job.status.not_in(TERMINAL))
+            )
+        if unfinished >= max_unfinished:
+            raise RateLimited(
+                f"tenant {tenant!r} has {unfinished} unfinished jobs, the most it may have "
+                f"(setting TUNESERVE_MAX_JOBS_PER_TENANT); retry when one finishes",
+                param="training_file",
+            )
     train = files_mod.get(db, req.training_file, tenant)
     valid = files_mod.get(db, req.validation_file, tenant) if req.validation_file else None
     task = req.task or files_mod.TASK_OF_FORMAT[train.format]
@@ -257,6 +272,15 @@ def _seq_of(public_id: str, prefix: str) -> int:
     if not public_id.startswith(prefix) or not public_id[len(prefix) :].isdigit():
         raise InvalidRequest(f"`after` must be an id like {prefix}42", param="after")
     return int(public_id[len(prefix) :])
+
+
+def model_owners(db: Database, model_ids: list[str]) -> dict[str, str | None]:
+    """For each id a job makes (or made), the job's tenant. Ids no job names are absent."""
+    with db.session() as s:
+        rows = s.execute(
+            select(Job.output_model, Job.tenant).where(Job.output_model.in_(model_ids))
+        ).all()
+    return {model: tenant for model, tenant in rows}
 
 
 def cancel(db: Database, job_id: str, tenant: str | None = None) -> Job:

@@ -59,8 +59,22 @@ def build_app(args: dict | None = None) -> Application:
         models,
         runner,
         str(settings.home),
-        {**settings.app_args(), "db_url": settings.db_url()},
+        _ingress_settings(settings),
     )
+
+
+def _ingress_settings(settings: Settings) -> dict:
+    """What the ingress is given: the settings, with the admin key replaced by its SHA-256
+    (deployment arguments are kept by Serve's controller; a key must not be)."""
+    import hashlib
+
+    args = settings.app_args()
+    key = args.pop("admin_key", None)
+    return {
+        **args,
+        "db_url": settings.db_url(),
+        "admin_key_sha256": hashlib.sha256(key.encode()).hexdigest() if key else None,
+    }
 
 
 def deploy(settings: Settings, *, name: str = "tuneserve", route_prefix: str = "/") -> None:

@@ -15,9 +15,10 @@ from pydantic import (
     model_validator,
 )
 
-MAX_INPUTS = 64
-MAX_TEXT_CHARS = 10_000
-MIN_LABELS, MAX_LABELS = 2, 32
+# hard ceilings; the settings (max_inputs, max_text_chars, max_labels) set the limits
+MAX_INPUTS = 1024
+MAX_TEXT_CHARS = 100_000
+MIN_LABELS, MAX_LABELS = 2, 256
 MAX_LABEL_CHARS = 200
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS)]
@@ -232,3 +233,28 @@ class CreateJobRequest(_Request):
             return self.hyperparameters.model_dump()
         supervised = (self.method.supervised or {}) if self.method else {}
         return JobHyperparameters(**(supervised.get("hyperparameters") or {})).model_dump()
+
+
+class ApiKeyRequest(_Request):
+    tenant: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")] = (
+        Field(..., description="the tenant the key acts for", examples=["acme"])
+    )
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(..., examples=["validation_error"])
+    message: str = Field(..., examples=["inputs: at most 64 inputs a request"])
+    param: str | None = Field(None, examples=["inputs"])
+
+
+class ErrorBody(BaseModel):
+    """The one error body of every 4xx and 5xx."""
+
+    error: ErrorDetail
+
+
+# every route documents it, so that a client (and a schema fuzzer) can rely on its shape
+ERROR_RESPONSES: dict = {
+    "4XX": {"model": ErrorBody, "description": "the request cannot be served as it is"},
+    "5XX": {"model": ErrorBody, "description": "the service cannot serve it now"},
+}

@@ -67,6 +67,16 @@ class Settings(BaseSettings):
         256, ge=1, description="requests waiting for a model replica; more are refused with 503"
     )
 
+    # request limits (each refused with a 4xx naming the field; the schema's are the ceiling)
+    max_request_bytes: int = Field(
+        2**20, ge=1024, description="largest JSON request body (uploads: max_upload_bytes)"
+    )
+    max_inputs: int = Field(64, ge=1, le=1024, description="texts (or QA pairs) a request")
+    max_text_chars: int = Field(
+        10_000, ge=1, le=100_000, description="characters of a text, question or context"
+    )
+    max_labels: int = Field(32, ge=2, le=256, description="candidate labels a request")
+
     # the job service
     database_url: str | None = Field(
         None,
@@ -81,6 +91,16 @@ class Settings(BaseSettings):
     )
     job_workers: int = Field(1, ge=1, description="Ray Train workers a job gets by default")
     job_cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each training worker takes")
+    max_jobs_per_tenant: int = Field(
+        4, ge=1, description="unfinished jobs (validating, queued, running) a tenant may have"
+    )
+
+    # API keys (service/auth.py): set, or any key in the database, and every /v1/ call needs
+    # one. Never logged; the ingress receives only its SHA-256.
+    admin_key: str | None = Field(
+        None, repr=False, description="the key that manages API keys (a Kubernetes Secret)"
+    )
+
     job_use_gpu: bool = Field(
         False, description="jobs that do not say `scaling.use_gpu` train on GPUs (one a worker)"
     )

@@ -1,0 +1,117 @@
+"""Faults, with real processes: a broken model artifact, an unreachable database, a model
+replica killed by its PID. Each is bounded in time and stays on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+
+import httpx
+import pytest
+from conftest import replica_stats
+
+from training import artifacts
+
+LABELS = ["positive", "negative"]
+
+
+def _copy_of_base(store, model_id: str):
+    """A model folder that is base under another id, with files of its own to break."""
+    src = artifacts.model_dir(store, "base")
+    manifest = artifacts.read_manifest(src)
+    with artifacts.staged_model_dir(store, model_id) as stage:
+        for sub in ("tokenizer", "onnx"):
+            shutil.copytree(src / sub, stage / sub)
+        artifacts.write_manifest(stage, manifest.model_copy(update={"id": model_id}))
+    return artifacts.model_dir(store, model_id)
+
+
+@pytest.fixture
+def broken_models(store):
+    corrupt = _copy_of_base(store, "broken-corrupt")
+    for onnx in (corrupt / "onnx").glob("*.onnx"):
+        onnx.write_bytes(b"this is not an onnx graph")
+    missing = _copy_of_base(store, "broken-missing")
+    shutil.rmtree(missing / "onnx")
+    yield ["broken-corrupt", "broken-missing"]
+    for m in ("broken-corrupt", "broken-missing"):
+        shutil.rmtree(artifacts.model_dir(store, m), ignore_errors=True)
+
+
+def test_a_broken_artifact_is_a_503_naming_its_model_and_the_rest_serve(service_url, broken_models):
+    with httpx.Client(base_url=service_url, timeout=60) as c:
+        for model in broken_models:
+            r = c.post("/v1/classify", json={"model": model, "inputs": ["x"], "labels": LABELS})
+            assert r.status_code == 503, r.text
+            err = r.json()["error"]
+            assert err["type"] == "model_unavailable" and model in err["message"]
+            # and the healthy model beside it answers, then and after
+            ok = c.post("/v1/classify", json={"model": "base", "inputs": ["x"], "labels": LABELS})
+            assert ok.status_code == 200, ok.text
+        assert c.get("/readyz").status_code == 200
+
+
+@pytest.fixture(scope="module")
+def no_database(ray_session, service_url, store):
+    """An app whose database is a PostgreSQL port nothing listens on."""
+    from ray import serve
+
+    from service.cli import free_port
+    from service.main import build_app
+    from service.settings import Settings
+
+    settings = Settings(
+        home=store,
+        database_url=f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none",
+        admin_key="fault-admin-key",
+        model_replica_cpus=0.25,
+    )
+    serve.run(build_app(settings.app_args()), name="nodb", route_prefix="/nodb", blocking=False)
+    url = f"{service_url}/nodb"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # the app is up when /healthz answers
+        try:
+            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    yield url
+    serve.delete("nodb")
+
+
+def test_an_unreachable_database_fails_readiness_and_its_requests_fast(no_database):
+    headers = {"Authorization": "Bearer fault-admin-key"}
+    with httpx.Client(base_url=no_database, timeout=30, headers=headers) as c:
+        start = time.monotonic()
+        ready = c.get("/readyz")
+        assert ready.status_code == 503, ready.text
+        for path in ("/v1/files", "/v1/fine_tuning/jobs"):
+            r = c.get(path)
+            assert r.status_code == 503, (path, r.text)
+            assert r.json()["error"]["type"] == "service_unavailable"
+            assert r.headers["retry-after"]
+        assert time.monotonic() - start < 25  # answers, not hangs
+        # inference needs no database: the base model still answers
+        ok = c.post("/v1/classify", json={"model": "base", "inputs": ["x"], "labels": LABELS})
+        assert ok.status_code == 200, ok.text
+
+
+def test_a_killed_model_replica_is_replaced_and_requests_recover(service_url):
+    pid = replica_stats("tiny")["pid"]
+    os.kill(pid, signal.SIGKILL)
+    body = {"model": "base", "inputs": ["the film was fine"], "labels": LABELS}
+    deadline = time.monotonic() + 120
+    statuses = []
+    with httpx.Client(base_url=service_url, timeout=30) as c:
+        while time.monotonic() < deadline:
+            r = c.post("/v1/classify", json=body)
+            statuses.append(r.status_code)
+            if r.status_code == 200 and replica_stats("tiny")["pid"] != pid:
+                break
+            assert r.status_code in (200, 503), r.text  # never a hang or a 500
+            time.sleep(0.5)
+    assert statuses[-1] == 200, statuses
+    assert replica_stats("tiny")["pid"] != pid
