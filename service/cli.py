@@ -43,6 +43,9 @@ SERVE_FAST_PATH = {
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
+    # over gRPC a request or response is one message, and gRPC's default cap is 4 MiB: room
+    # for an upload or a download at TUNESERVE_MAX_UPLOAD_BYTES (512 MiB) and its envelope
+    "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(2**30),
 }
 
 

@@ -82,7 +82,12 @@ class Settings(BaseSettings):
         None,
         description="SQLAlchemy URL (postgresql+psycopg://...); unset: SQLite under home",
     )
-    max_upload_bytes: int = Field(512 * 2**20, ge=1, description="largest accepted upload")
+    max_upload_bytes: int = Field(
+        512 * 2**20,
+        ge=1,
+        le=1023 * 2**20,
+        description="largest accepted upload (below the 1 GiB a gRPC message may carry)",
+    )
     max_running_jobs: int = Field(1, ge=1, description="jobs training at once; more queue")
     jobs_poll_s: float = Field(1.0, gt=0, le=60, description="how often jobs are followed")
     jobs_address: str | None = Field(
