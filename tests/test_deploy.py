@@ -177,8 +177,11 @@ def _missing(objects: list[dict]) -> set[tuple[str, str]]:
 def test_what_the_pods_refer_to_exists_or_is_yours_to_create(rendered):
     # dev is self-contained: settings, database secret, volume, PostgreSQL
     assert _missing(rendered["overlays/dev"]) == set()
-    # prod: the database secret is created by hand (deploy/README.md), nothing else
-    assert _missing(rendered["overlays/prod"]) == {("Secret", "tuneserve-database")}
+    # prod: the database and admin-key secrets are created by hand (deploy/README.md)
+    assert _missing(rendered["overlays/prod"]) == {
+        ("Secret", "tuneserve-database"),
+        ("Secret", "tuneserve-admin"),
+    }
     # the pretraining run uses the service's settings and volume, in its namespace
     assert _missing(rendered["pretrain"]) == {
         ("ConfigMap", "tuneserve-settings"),
