@@ -138,7 +138,13 @@ class Connection:
 
 
 async def load(
-    url: str, models: list[str], per_request: int, concurrency: int, seconds: float, pool: list[str]
+    url: str,
+    models: list[str],
+    per_request: int,
+    concurrency: int,
+    seconds: float,
+    pool: list[str],
+    extra: dict | None = None,
 ) -> dict:
     rng = random.Random(concurrency * 100 + per_request)
     latencies: list[float] = []
@@ -153,7 +159,9 @@ async def load(
             while time.monotonic() < deadline:
                 model = models[counter % len(models)]
                 counter += 1
-                body = json.dumps({"model": model, "inputs": rng.sample(pool, per_request)})
+                body = json.dumps(
+                    {"model": model, "inputs": rng.sample(pool, per_request), **(extra or {})}
+                )
                 t = time.perf_counter()
                 try:
                     status, _ = await conn.post(body.encode())
@@ -168,7 +176,8 @@ async def load(
             conn.close()
 
     warm = Connection(url)
-    await warm.post(json.dumps({"model": models[0], "inputs": pool[:per_request]}).encode())
+    first = {"model": models[0], "inputs": pool[:per_request], **(extra or {})}
+    await warm.post(json.dumps(first).encode())
     warm.close()
     start = time.monotonic()
     await asyncio.gather(*(worker() for _ in range(concurrency)))

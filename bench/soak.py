@@ -1,0 +1,184 @@
+"""Soak: steady load at a share of the measured capacity, for a set time.
+
+    python bench/soak.py --home .tuneserve --model sst2-bench [--minutes 10] [--share 0.8]
+
+Starts tuneserve on 127.0.0.1 (by PID, stopped after), measures its capacity (requests/s at
+concurrency 32, 1 text a request), then sends requests at `share` of it, open loop: a request
+leaves on schedule whether or not earlier ones have returned (at most 256 in flight). Every
+window it prints requests/s, errors, p50/p99 and the resident memory of the service's
+processes. At the end: the errors (must be 0), p99 first window vs last, and RSS growth from
+the first window to the last (must be under 10%). Exits 1 if any of these fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.serve import Connection, Server, free_port, load, texts
+from training import artifacts
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants (the service's Ray processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    total, todo, page = 0, [pid], os.sysconf("SC_PAGE_SIZE")
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * page
+        except (OSError, ValueError, IndexError):
+            pass
+        todo.extend(children.get(p, []))
+    return total
+
+
+async def steady(
+    url: str, model: str, rate: float, seconds: float, window_s: float, pid: int, extra: dict
+):
+    pool = texts()
+    rng = random.Random(0)
+    windows: list[dict] = []
+    current: dict = {"lat": [], "errors": 0}
+    in_flight = asyncio.Semaphore(256)
+    free: list[Connection] = []
+
+    async def one() -> None:
+        async with in_flight:
+            conn = free.pop() if free else Connection(url)
+            body = json.dumps({"model": model, "inputs": [rng.choice(pool)], **extra}).encode()
+            t = time.perf_counter()
+            try:
+                status, _ = await conn.post(body)
+            except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+                conn.close()
+                status = 0
+            bucket = current
+            if status == 200:
+                bucket["lat"].append(time.perf_counter() - t)
+                free.append(conn)
+            else:
+                bucket["errors"] += 1
+                conn.close()
+
+    start = time.monotonic()
+    next_window = start + window_s
+    tasks: set[asyncio.Task] = set()
+    n = 0
+    while (now := time.monotonic()) < start + seconds:
+        due = start + n / rate
+        if due > now:
+            await asyncio.sleep(due - now)
+        task = asyncio.create_task(one())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        n += 1
+        if time.monotonic() >= next_window:
+            done, current = current, {"lat": [], "errors": 0}
+            windows.append(summarize(done, window_s, tree_rss(pid)))
+            w = windows[-1]
+            print(
+                f"  t={time.monotonic() - start:5.0f}s {w['requests_per_s']:6.1f} req/s "
+                f"errors {w['errors']} p50 {w['p50_ms']:.1f} ms p99 {w['p99_ms']:.1f} ms "
+                f"rss {w['rss_mb']:.0f} MB",
+                flush=True,
+            )
+            next_window += window_s
+    await asyncio.gather(*tasks)
+    return windows
+
+
+def summarize(bucket: dict, window_s: float, rss: int) -> dict:
+    lat = bucket["lat"]
+    q = statistics.quantiles(lat, n=100) if len(lat) > 2 else [float("nan")] * 99
+    return {
+        "requests_per_s": len(lat) / window_s,
+        "errors": bucket["errors"],
+        "p50_ms": q[49] * 1000,
+        "p99_ms": q[98] * 1000,
+        "rss_mb": rss / 2**20,
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--home", type=Path, default=Path(".tuneserve"))
+    p.add_argument("--model", required=True, help="a fine-tuned text-classification model id")
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--share", type=float, default=0.8, help="of the measured capacity")
+    p.add_argument("--window", type=float, default=30.0, help="seconds a reported window")
+    args = p.parse_args()
+    home = args.home.resolve()
+    manifest = artifacts.read_manifest(artifacts.model_dir(home, args.model))
+    # a base encoder classifies zero-shot: it needs candidate labels
+    extra = {"labels": ["positive", "negative"]} if manifest.task == "feature-extraction" else {}
+    port = free_port()
+    env = {**os.environ, "TUNESERVE_HOME": str(home), "TUNESERVE_PORT": str(port)}
+    logs = home / "bench"
+    logs.mkdir(exist_ok=True)
+    server = Server(
+        [sys.executable, "-m", "service.cli", "run"],
+        env,
+        f"http://127.0.0.1:{port}/readyz",
+        logs / "soak.log",
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/v1/classify"
+        capacity = asyncio.run(load(url, [args.model], 1, 32, 8.0, texts(), extra))[
+            "requests_per_s"
+        ]
+        rate = capacity * args.share
+        seconds = args.minutes * 60
+        print(
+            f"capacity {capacity:.1f} req/s at concurrency 32; soaking at {rate:.1f} req/s "
+            f"({args.share:.0%}) for {seconds:.0f} s",
+            flush=True,
+        )
+        windows = asyncio.run(
+            steady(
+                url,
+                args.model,
+                rate,
+                seconds,
+                min(args.window, seconds / 2),
+                server.proc.pid,
+                extra,
+            )
+        )
+    finally:
+        server.stop()
+    errors = sum(w["errors"] for w in windows)
+    first, last = windows[0], windows[-1]
+    growth = (last["rss_mb"] - first["rss_mb"]) / first["rss_mb"]
+    p99s = [w["p99_ms"] for w in windows]
+    print(
+        f"\nsoak: {len(windows)} windows, {errors} errors; p99 first {first['p99_ms']:.1f} ms, "
+        f"last {last['p99_ms']:.1f} ms, max {max(p99s):.1f} ms; RSS {first['rss_mb']:.0f} -> "
+        f"{last['rss_mb']:.0f} MB ({growth:+.1%})"
+    )
+    ok = errors == 0 and growth < 0.10
+    print("PASS" if ok else "FAIL: errors, or RSS grew 10% or more")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

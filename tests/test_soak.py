@@ -1,0 +1,37 @@
+"""bench/soak.py, shortened for CI: steady load on a tuneserve of its own, 0 errors and the
+service's memory not growing by 10%."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_a_short_soak_has_no_errors_and_no_memory_growth(store):
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "soak.py"),
+            "--home",
+            str(store),
+            "--model",
+            "base",
+            "--minutes",
+            "0.75",
+            "--window",
+            "15",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env={**os.environ, "TUNESERVE_ADMIN_KEY": ""},
+    )
+    tail = done.stdout[-3000:] + done.stderr[-1500:]
+    assert done.returncode == 0, tail
+    assert "0 errors" in done.stdout and "PASS" in done.stdout, tail
