@@ -31,6 +31,7 @@ from service.db import Database
 from service.deployments import LATENCY_S, MAX_ITEM_TOKENS, bind_replica_grpc_to_node_ip
 from service.errors import (
     InvalidRequest,
+    LimitExceeded,
     ModelNotFound,
     ModelUnavailable,
     Overloaded,
@@ -223,10 +224,8 @@ def _require_admin(who: Principal) -> None:
         raise auth.Forbidden("only the admin key (TUNESERVE_ADMIN_KEY) manages API keys")
 
 
-def _too_many(param: str, what: str, setting: str) -> ServiceError:
-    err = InvalidRequest(f"{param}: {what} (setting {setting})", param=param)
-    err.status, err.type = 422, "validation_error"
-    return err
+def _too_many(param: str, what: str, setting: str) -> LimitExceeded:
+    return LimitExceeded(f"{param}: {what} (setting {setting})", param=param)
 
 
 def _page(data: list[dict], has_more: bool) -> dict:
@@ -394,7 +393,8 @@ class Ingress:
         model_id = request.state.model_id = _model_id(body.model, serve_multiplexed_model_id)
         await self._check_model(who, model_id)
         model = self.registry.for_endpoint(model_id, "text-classification", labels=body.labels)
-        self._limit_inputs(body.texts(), "inputs")
+        texts = body.texts()
+        self._limit_inputs(texts, "inputs")
         limit = self.settings["max_labels"]
         if body.labels is not None and len(body.labels) > limit:
             raise _too_many("labels", f"at most {limit} labels", "TUNESERVE_MAX_LABELS")
@@ -402,7 +402,6 @@ class Ingress:
             raise InvalidRequest(
                 "`template` is for zero-shot classification with a base encoder", param="template"
             )
-        texts = body.texts()
         tokens = approx_tokens(texts, MAX_ITEM_TOKENS)
         results = await self._call(
             model_id, "classify", (texts, body.labels, body.template), tokens
@@ -434,13 +433,13 @@ class Ingress:
         return JSONResponse({"model": model_id, "results": results})
 
     @app.get("/v1/models", response_model=ModelList, tags=["models"])
-    async def list_models(self, who: Caller, request: Request) -> ModelList:
+    async def list_models(self, who: Caller) -> ModelList:
         models = self.registry.list()
         shown = set(await self._visible(who, [m.id for m in models]))
         return ModelList(data=[view(m) for m in models if m.id in shown])
 
     @app.get("/v1/models/{model_id}", response_model=ModelView, tags=["models"])
-    async def get_model(self, who: Caller, request: Request, model_id: str) -> ModelView:
+    async def get_model(self, who: Caller, model_id: str) -> ModelView:
         await self._check_model(who, model_id)
         manifest = self.registry.resolve(model_id).manifest
         shown = view(manifest.model_copy(update={"id": model_id}))
@@ -485,7 +484,6 @@ class Ingress:
     async def list_files(
         self,
         who: Caller,
-        request: Request,
         purpose: str | None = None,
         after: str | None = None,
         limit: Annotated[int, Query(ge=1, le=10000)] = 100,
@@ -496,23 +494,23 @@ class Ingress:
         return _page([uploads.view(f) for f in rows], more)
 
     @app.get("/v1/files/{file_id}", tags=["files"])
-    async def get_file(self, who: Caller, request: Request, file_id: str) -> dict:
+    async def get_file(self, who: Caller, file_id: str) -> dict:
         return uploads.view(await self._in_db(uploads.get, file_id, who.scope))
 
     @app.get("/v1/files/{file_id}/content", tags=["files"])
-    async def file_content(self, who: Caller, request: Request, file_id: str) -> FileResponse:
+    async def file_content(self, who: Caller, file_id: str) -> FileResponse:
         f = await self._in_db(uploads.get, file_id, who.scope)
         return FileResponse(f.path, filename=f.filename, media_type="application/octet-stream")
 
     @app.delete("/v1/files/{file_id}", tags=["files"])
-    async def delete_file(self, who: Caller, request: Request, file_id: str) -> dict:
+    async def delete_file(self, who: Caller, file_id: str) -> dict:
         await self._in_db(uploads.delete, file_id, who.scope)
         return {"id": file_id, "object": "file", "deleted": True}
 
     # ------------------------------------------------------------------------ jobs
 
     @app.post("/v1/fine_tuning/jobs", tags=["jobs"])
-    async def create_job(self, who: Caller, request: Request, body: CreateJobRequest) -> dict:
+    async def create_job(self, who: Caller, body: CreateJobRequest) -> dict:
         """Fine-tune (or pretrain, with `task: masked-lm`) from an uploaded file. The job is
         queued at once and runs as a Ray Job; follow it with its events."""
         if body.model != "scratch":
@@ -534,7 +532,6 @@ class Ingress:
     async def list_jobs(
         self,
         who: Caller,
-        request: Request,
         after: str | None = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
     ) -> dict:
@@ -542,18 +539,17 @@ class Ingress:
         return _page([jobs.view(j) for j in rows], more)
 
     @app.get("/v1/fine_tuning/jobs/{job_id}", tags=["jobs"])
-    async def get_job(self, who: Caller, request: Request, job_id: str) -> dict:
+    async def get_job(self, who: Caller, job_id: str) -> dict:
         return jobs.view(await self._in_db(jobs.get, job_id, who.scope))
 
     @app.post("/v1/fine_tuning/jobs/{job_id}/cancel", tags=["jobs"])
-    async def cancel_job(self, who: Caller, request: Request, job_id: str) -> dict:
+    async def cancel_job(self, who: Caller, job_id: str) -> dict:
         return jobs.view(await self._in_db(jobs.cancel, job_id, who.scope))
 
     @app.get("/v1/fine_tuning/jobs/{job_id}/events", tags=["jobs"])
     async def job_events(
         self,
         who: Caller,
-        request: Request,
         job_id: str,
         after: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 20,
@@ -570,7 +566,6 @@ class Ingress:
     async def job_checkpoints(
         self,
         who: Caller,
-        request: Request,
         job_id: str,
         after: str | None = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 10,
@@ -586,7 +581,7 @@ class Ingress:
     # ------------------------------------------------------------------------ API keys
 
     @app.post("/v1/admin/keys", tags=["admin"])
-    async def create_key(self, who: Caller, request: Request, body: ApiKeyRequest) -> dict:
+    async def create_key(self, who: Caller, body: ApiKeyRequest) -> dict:
         """A new API key for a tenant (admin key only). The key is in this response only."""
         _require_admin(who)
         row, key = await self._in_db(auth.create_key, body.tenant)
@@ -598,7 +593,6 @@ class Ingress:
     async def list_keys(
         self,
         who: Caller,
-        request: Request,
         after: str | None = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
     ) -> dict:
@@ -607,7 +601,7 @@ class Ingress:
         return _page([auth.view(r) for r in rows], more)
 
     @app.delete("/v1/admin/keys/{key_id}", tags=["admin"])
-    async def revoke_key(self, who: Caller, request: Request, key_id: str) -> dict:
+    async def revoke_key(self, who: Caller, key_id: str) -> dict:
         """Revoke a key: it stops working at once."""
         _require_admin(who)
         row = await self._in_db(auth.revoke_key, key_id)

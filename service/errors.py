@@ -59,20 +59,38 @@ class Conflict(ServiceError):
     type = "conflict"
 
 
+class LimitExceeded(ServiceError):
+    """A request over a limit the settings set (inputs, characters, labels): the schema's
+    own validation errors have the same status and type."""
+
+    status = 422
+    type = "validation_error"
+
+
+class RetryLater(ServiceError):
+    """An error that says when to come back, in a `Retry-After` header."""
+
+    retry_after_default_s = 1.0
+
+    def __init__(
+        self, message: str, *, retry_after_s: float | None = None, param: str | None = None
+    ):
+        super().__init__(message, param=param)
+        seconds = self.retry_after_default_s if retry_after_s is None else retry_after_s
+        self.headers = {"Retry-After": str(max(1, round(seconds)))}
+
+
 class TooLarge(ServiceError):
     status = 413
     type = "payload_too_large"
 
 
-class RateLimited(ServiceError):
+class RateLimited(RetryLater):
     """A per-tenant limit is reached (unfinished jobs): retry when some finish."""
 
     status = 429
     type = "rate_limit_exceeded"
-
-    def __init__(self, message: str, *, retry_after_s: float = 30.0, param: str | None = None):
-        super().__init__(message, param=param)
-        self.headers = {"Retry-After": str(max(1, round(retry_after_s)))}
+    retry_after_default_s = 30.0
 
 
 class Unavailable(ServiceError):
@@ -89,15 +107,11 @@ class ModelUnavailable(ServiceError):
     type = "model_unavailable"
 
 
-class Overloaded(ServiceError):
+class Overloaded(RetryLater):
     """More requests are waiting than the model replicas queue: come back shortly."""
 
     status = 503
     type = "overloaded"
-
-    def __init__(self, message: str, *, retry_after_s: float = 1.0, param: str | None = None):
-        super().__init__(message, param=param)
-        self.headers = {"Retry-After": str(max(1, round(retry_after_s)))}
 
 
 def error_body(type_: str, message: str, param: str | None = None) -> dict[str, Any]:
