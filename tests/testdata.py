@@ -53,3 +53,24 @@ def corpus_file(path: Path, lines: int = 200) -> Path:
 
     path.write_text("\n".join(TINY_CORPUS[i % len(TINY_CORPUS)] for i in range(lines)) + "\n")
     return path
+
+
+def copy_model(store: Path, src_id: str, new_id: str, *, link: bool) -> Path:
+    """`src_id`'s model folder under another id: its files linked (cheap) or copied (to be
+    broken without harming the original)."""
+    import shutil
+
+    from training import artifacts
+
+    src = artifacts.model_dir(store, src_id)
+    manifest = artifacts.read_manifest(src)
+    with artifacts.staged_model_dir(store, new_id) as stage:
+        for sub in ("tokenizer", "onnx", "hf"):
+            if not (src / sub).exists():
+                continue
+            if link:
+                (stage / sub).symlink_to(src / sub, target_is_directory=True)
+            else:
+                shutil.copytree(src / sub, stage / sub)
+        artifacts.write_manifest(stage, manifest.model_copy(update={"id": new_id}))
+    return artifacts.model_dir(store, new_id)

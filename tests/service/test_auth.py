@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from testdata import classification_file, copy_model
 
 from training import artifacts
 
@@ -65,12 +66,7 @@ def keys(secure):
 def acme_things(secure, keys, store, tmp_path_factory):
     """acme's file, job and fine-tuned model (a copy of base under the job's model id)."""
     acme = client(secure, keys["acme"]["key"])
-    path = tmp_path_factory.mktemp("acme") / "reviews.jsonl"
-    rows = [
-        {"text": f"review {i} {'great' if i % 2 else 'awful'}", "label": LABELS[i % 2]}
-        for i in range(20)
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = classification_file(tmp_path_factory.mktemp("acme") / "reviews.jsonl", rows=20)
     with path.open("rb") as f:
         r = acme.post("/v1/files", files={"file": (path.name, f)}, data={"purpose": "fine-tune"})
     assert r.status_code == 200, r.text
@@ -80,13 +76,7 @@ def acme_things(secure, keys, store, tmp_path_factory):
     job = r.json()
     # the id the job's model will have (OpenAI's `fine_tuned_model` is set on success)
     model_id = job["spec"]["output_model_id"]
-    src = artifacts.model_dir(store, "base")
-    manifest = artifacts.read_manifest(src)
-    with artifacts.staged_model_dir(store, model_id) as stage:
-        for sub in ("tokenizer", "onnx", "hf"):
-            if (src / sub).exists():
-                (stage / sub).symlink_to(src / sub, target_is_directory=True)
-        artifacts.write_manifest(stage, manifest.model_copy(update={"id": model_id}))
+    copy_model(store, "base", model_id, link=True)
     yield {"file": file_id, "job": job["id"], "model": model_id}
     shutil.rmtree(artifacts.model_dir(store, model_id), ignore_errors=True)
 
@@ -194,3 +184,24 @@ def test_no_key_reaches_the_logs(secure, keys, acme_things):
         if s.encode() in p.read_bytes()
     ]
     assert leaked == []
+
+
+def test_a_body_over_the_limit_is_413_and_a_tenant_over_its_jobs_is_429(
+    secure, keys, acme_things, tmp_path
+):
+    acme = client(secure, keys["acme"]["key"])
+    big = {"model": "base", "inputs": ["x" * 9000] * 200, "labels": LABELS}  # ~1.8 MB
+    r = acme.post("/v1/classify", json=big)
+    assert r.status_code == 413 and "TUNESERVE_MAX_REQUEST_BYTES" in r.text, r.text
+    # acme has one unfinished job (the runner of this app does not pick jobs up); 4 at most
+    body = {"model": "base", "training_file": acme_things["file"]}
+    codes = [acme.post("/v1/fine_tuning/jobs", json=body).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429], codes
+    r = acme.post("/v1/fine_tuning/jobs", json=body)
+    assert r.json()["error"]["type"] == "rate_limit_exceeded" and r.headers["retry-after"]
+    # the limit is per tenant: globex may still start one, from a file of its own
+    globex = client(secure, keys["globex"]["key"])
+    with open(classification_file(tmp_path / "g.jsonl", rows=20), "rb") as f:
+        up = globex.post("/v1/files", files={"file": ("g.jsonl", f)}, data={"purpose": "fine-tune"})
+    mine = {"model": "base", "training_file": up.json()["id"]}
+    assert globex.post("/v1/fine_tuning/jobs", json=mine).status_code == 200

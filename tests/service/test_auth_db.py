@@ -3,15 +3,6 @@
 import pytest
 
 from service import auth
-from service.db import Database
-
-
-@pytest.fixture
-def db(db_url):
-    database = Database(db_url)
-    database.upgrade()
-    yield database
-    database.dispose()
 
 
 def test_a_key_is_stored_only_as_its_hash_and_finds_its_tenant(db):

@@ -15,14 +15,6 @@ from service.registry import Registry
 from service.schemas import CreateJobRequest
 
 
-@pytest.fixture
-def db(db_url):
-    database = Database(db_url)
-    database.upgrade()
-    yield database
-    database.dispose()
-
-
 def test_migrations_build_the_schema_the_models_declare(db_url):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext

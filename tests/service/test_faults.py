@@ -11,29 +11,19 @@ import time
 import httpx
 import pytest
 from conftest import replica_stats
+from testdata import copy_model
 
 from training import artifacts
 
 LABELS = ["positive", "negative"]
 
 
-def _copy_of_base(store, model_id: str):
-    """A model folder that is base under another id, with files of its own to break."""
-    src = artifacts.model_dir(store, "base")
-    manifest = artifacts.read_manifest(src)
-    with artifacts.staged_model_dir(store, model_id) as stage:
-        for sub in ("tokenizer", "onnx"):
-            shutil.copytree(src / sub, stage / sub)
-        artifacts.write_manifest(stage, manifest.model_copy(update={"id": model_id}))
-    return artifacts.model_dir(store, model_id)
-
-
 @pytest.fixture
 def broken_models(store):
-    corrupt = _copy_of_base(store, "broken-corrupt")
+    corrupt = copy_model(store, "base", "broken-corrupt", link=False)
     for onnx in (corrupt / "onnx").glob("*.onnx"):
         onnx.write_bytes(b"this is not an onnx graph")
-    missing = _copy_of_base(store, "broken-missing")
+    missing = copy_model(store, "base", "broken-missing", link=False)
     shutil.rmtree(missing / "onnx")
     yield ["broken-corrupt", "broken-missing"]
     for m in ("broken-corrupt", "broken-missing"):
