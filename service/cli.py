@@ -60,8 +60,13 @@ def local_ray_env(tmp_root: str | None = None) -> str:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     for name, value in SERVE_FAST_PATH.items():
         os.environ.setdefault(name, value)
-    # Ray's socket paths must stay short (108 bytes): a short temp dir of our own per run.
-    tmp = tempfile.mkdtemp(prefix="tsray-", dir=tmp_root or "/tmp")
+    # Ray's socket paths must stay short (108 bytes): a short temp dir of our own per run,
+    # under TMPDIR where that is short too, else under /tmp
+    if tmp_root is None:
+        tmp_root = tempfile.gettempdir()
+        if len(tmp_root) > 32:
+            tmp_root = "/tmp"
+    tmp = tempfile.mkdtemp(prefix="tsray-", dir=tmp_root)
     os.environ["RAY_TMPDIR"] = tmp
     return tmp
 
@@ -163,6 +168,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if overrides:  # flags win over the environment too
         settings = Settings(**{**settings.model_dump(), **overrides})
     ray_tmp = local_ray_env() if not settings.ray_address else None
+    if settings.database_url and not settings.ray_address:
+        # replicas read a database password from their own environment (replica_db_url): the
+        # local Ray started here inherits this process's
+        os.environ["TUNESERVE_DATABASE_URL"] = settings.database_url
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -412,6 +412,11 @@ _RAY_LINES = [
         "{} training worker(s) started",
     ),
     (
+        re.compile(r"\[FailurePolicy\] RETRY"),
+        "warn",
+        "A training worker failed; Ray Train restarts the workers from the last checkpoint",
+    ),
+    (
         re.compile(r"worker group startup timed out"),
         "warn",
         "The training workers did not start in time (not enough free CPUs or GPUs?); "

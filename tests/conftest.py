@@ -199,3 +199,36 @@ def replica_stats(app: str) -> dict:
         return await serve.get_deployment_handle("models", app_name=app).stats.remote()
 
     return asyncio.run_coroutine_threadsafe(call(), _handle_loop).result(timeout=60)
+
+
+def alive_actor_pids(class_name: str) -> list[int]:
+    """PIDs of the live actors of a class in this process's Ray (Ray's state API)."""
+    from ray.util.state import list_actors
+
+    actors = list_actors(
+        filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")],
+        raise_on_missing_output=False,
+    )
+    return [a.pid for a in actors if a.pid]
+
+
+def wait_for_checkpoint(http, job_id: str, timeout_s: float = 300) -> dict:
+    """The first checkpoint a job lists (through the API, `http` an httpx.Client)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        listed = http.get(f"/v1/fine_tuning/jobs/{job_id}/checkpoints").json()["data"]
+        if listed:
+            return listed[-1]  # newest first: the first made
+        job = http.get(f"/v1/fine_tuning/jobs/{job_id}").json()
+        assert job["status"] in ("validating_files", "queued", "running"), job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} made no checkpoint in {timeout_s:.0f}s")
+
+
+def resumed_step(messages: list[str]) -> int:
+    """The step of the one "Training resumed from its checkpoint at step N" event."""
+    resumed = [m for m in messages if m.startswith("Training resumed from its checkpoint")]
+    assert len(resumed) == 1, messages
+    return int(resumed[0].split("at step ")[1].split()[0])

@@ -110,6 +110,15 @@ def train_loop_per_worker(config: dict) -> None:
             state["history"],
         )
     resumed_from = step
+    if checkpoint and rank == 0:
+        _emit(
+            {
+                "type": "message",
+                "level": "warn",
+                "message": f"Training resumed from its checkpoint at step {step} "
+                f"(epoch {epoch}); the steps after it are trained again",
+            }
+        )
 
     evaluate = _evaluator(task, prepared, hp, device)
     if hp.eval_before_training and not checkpoint:

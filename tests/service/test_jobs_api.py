@@ -5,13 +5,15 @@ the session's Serve; the tiny BERT trains for a few steps in each job.
 """
 
 import json
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import fresh_pg_database
+from conftest import alive_actor_pids, fresh_pg_database, resumed_step, wait_for_checkpoint
 from sqlalchemy import func, select
 from testdata import classification_file, squad_file
 
@@ -313,7 +315,9 @@ def test_a_crashing_job_fails_with_its_error(app, data):
     assert app.events(job["id"])[0]["level"] == "error"
 
 
-def test_a_restarted_service_finishes_the_job_and_records_it_once(app, data):
+def test_the_service_killed_by_pid_mid_job_finishes_it_and_records_it_once(app, data):
+    """SIGKILL the job runner's and the ingress's processes while a job trains: Serve starts
+    new ones, which carry on from the database; nothing is recorded twice."""
     _only_on_sqlite(app)
     f = app.upload(data["cls"]).json()
     job = app.http.post(
@@ -325,10 +329,16 @@ def test_a_restarted_service_finishes_the_job_and_records_it_once(app, data):
         },
     ).json()
     app.wait(job["id"], until=("running",))
-    app.stop()  # every replica goes; the Ray Job trains on
-    time.sleep(3)
-    app.start()
+    wait_for_checkpoint(app.http, job["id"])  # the runner has read part of the job's log
+    service = [f"ServeReplica:{app.name}:{d}" for d in ("jobs", "ingress")]
+    killed = [pid for name in service for pid in alive_actor_pids(name)]
+    assert len(killed) == 2, killed
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)  # the Ray Job trains on
+    wait_ready(app.url, timeout_s=120)
     done = app.wait(job["id"])
+    replaced = [pid for name in service for pid in alive_actor_pids(name)]
+    assert len(replaced) == 2 and not set(replaced) & set(killed), (killed, replaced)
     assert done["status"] == "succeeded", done["error"]
     events = app.events(job["id"])
     assert sum(e["message"].startswith("The job succeeded") for e in events) == 1
@@ -340,6 +350,42 @@ def test_a_restarted_service_finishes_the_job_and_records_it_once(app, data):
             select(func.count()).select_from(Model).where(Model.id == done["fine_tuned_model"])
         )
     assert count == 1
+
+
+def test_a_training_worker_killed_by_pid_is_retried_from_its_checkpoint(app, data, tmp_path):
+    """SIGKILL the Ray Train worker mid-run: Ray Train starts a new one from the last
+    checkpoint, inside the same Ray Job, and the job succeeds once."""
+    _only_on_sqlite(app)
+    f = app.upload(classification_file(tmp_path / "longer.jsonl", rows=400)).json()
+    job = app.http.post(
+        "/v1/fine_tuning/jobs",
+        json={
+            "model": "base",
+            "training_file": f["id"],
+            "hyperparameters": {**FAST, "n_epochs": 6, "batch_size": 2, "log_every_steps": 20},
+        },
+    ).json()
+    first = wait_for_checkpoint(app.http, job["id"])
+    # Ray Train registers a reported checkpoint when its controller next polls the workers
+    time.sleep(3)
+    [pid] = alive_actor_pids("RayTrainWorker")
+    os.kill(pid, signal.SIGKILL)
+    done = app.wait(job["id"])
+    assert done["status"] == "succeeded", done["error"]
+    assert done["attempt"] == 1  # retried by Ray Train, not resubmitted by the job runner
+    messages = [e["message"] for e in app.events(job["id"])]
+    assert any(m.startswith("A training worker failed; Ray Train restarts") for m in messages)
+    assert resumed_step(messages) >= first["step_number"], (messages, first)
+    assert sum(m.startswith("The job succeeded") for m in messages) == 1
+    with app.db.session() as s:
+        count = s.scalar(
+            select(func.count()).select_from(Model).where(Model.id == done["fine_tuned_model"])
+        )
+    assert count == 1
+    r = app.http.post(
+        "/v1/classify", json={"model": done["fine_tuned_model"], "inputs": ["wonderful"]}
+    )
+    assert r.status_code == 200, r.text
 
 
 def test_a_pretraining_job_from_the_cli_makes_an_encoder(app, tmp_path):
