@@ -51,6 +51,7 @@ from service.schemas import (
     QARequest,
     QAResponse,
 )
+from service.settings import replica_db_url
 
 log = logging.getLogger("ray.serve")
 
@@ -249,7 +250,7 @@ class Ingress:
         self.home = Path(home)
         self.registry = Registry(self.home, settings["base_model"])
         self.settings = settings
-        self.db = Database(settings["db_url"])
+        self.db = Database(replica_db_url(settings["db_url"]))
         self._migrated = False
         self._exporter: str | None = None
         self._senders: dict[tuple[str, str], Batcher] = {}

@@ -230,11 +230,12 @@ class JobRunnerServer:
         bind_replica_grpc_to_node_ip()
         from service.db import Database
         from service.jobs import JobRunner
+        from service.settings import replica_db_url
 
         # the schema is brought up to date by the loop's first tick that reaches the database:
         # a database that is down when the service starts must not stop it starting (the API
         # answers 503 for what needs it, and inference serves)
-        self.db = Database(db_url)
+        self.db = Database(replica_db_url(db_url))
         self._migrated = False
         self.runner = JobRunner(self.db, Path(home), max_running=max_running, address=address)
         self.poll_s = poll_s

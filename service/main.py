@@ -46,7 +46,7 @@ def build_app(args: dict | None = None) -> Application:
     on_head = {"num_cpus": 0, "resources": {HEAD_NODE: 0.001}}
     runner = JobRunnerServer.options(ray_actor_options=on_head).bind(
         str(settings.home),
-        settings.db_url(),
+        settings.shared_db_url(),
         max_running=settings.max_running_jobs,
         poll_s=settings.jobs_poll_s,
         address=settings.jobs_address,
@@ -64,15 +64,17 @@ def build_app(args: dict | None = None) -> Application:
 
 
 def _ingress_settings(settings: Settings) -> dict:
-    """What the ingress is given: the settings, with the admin key replaced by its SHA-256
-    (deployment arguments are kept by Serve's controller; a key must not be)."""
+    """What the ingress is given: the settings, with the admin key replaced by its SHA-256 and
+    the database password masked (deployment arguments are kept by Serve's controller; a
+    secret must not be)."""
     import hashlib
 
     args = settings.app_args()
     key = args.pop("admin_key", None)
     return {
         **args,
-        "db_url": settings.db_url(),
+        "database_url": settings.shared_db_url() if settings.database_url else None,
+        "db_url": settings.shared_db_url(),
         "admin_key_sha256": hashlib.sha256(key.encode()).hexdigest() if key else None,
     }
 

@@ -11,6 +11,9 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+MASK = "***"  # a password left out of a database URL (Settings.shared_db_url)
 
 
 class Settings(BaseSettings):
@@ -80,6 +83,7 @@ class Settings(BaseSettings):
     # the job service
     database_url: str | None = Field(
         None,
+        repr=False,
         description="SQLAlchemy URL (postgresql+psycopg://...); unset: SQLite under home",
     )
     max_upload_bytes: int = Field(
@@ -131,6 +135,32 @@ class Settings(BaseSettings):
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'tuneserve.db'}"
 
+    def shared_db_url(self) -> str:
+        """The database URL deployments are given: its password, if any, masked. Serve's
+        controller keeps deployment arguments (in Ray's GCS, shown by its dashboard), so a
+        replica reads the password from its own TUNESERVE_DATABASE_URL (replica_db_url)."""
+        url = make_url(self.db_url())
+        if url.password is None:
+            return self.db_url()
+        return url.set(password=MASK).render_as_string(hide_password=False)
+
     def app_args(self) -> dict:
         """The plain values `service.main.build_app` takes (and serve_config.yaml carries)."""
         return self.model_dump(mode="json")
+
+
+def replica_db_url(shared: str) -> str:
+    """In a replica: the full database URL for one `Settings.shared_db_url` gave, its password
+    read from this process's TUNESERVE_DATABASE_URL (a Kubernetes Secret sets it on every pod;
+    `tuneserve run` puts it in its local Ray's environment)."""
+    url = make_url(shared)
+    if url.password != MASK:
+        return shared
+    full = os.environ.get("TUNESERVE_DATABASE_URL")
+    if full and make_url(full).set(password=MASK) == url:
+        return full
+    raise RuntimeError(
+        f"the database URL {url.render_as_string()} has a password, and this Ray process's "
+        "environment lacks it: set TUNESERVE_DATABASE_URL to the full URL on every Ray node "
+        "(on Kubernetes, from the Secret tuneserve-database), not only where the app is built"
+    )

@@ -105,3 +105,43 @@ def test_tuneserve_run_takes_its_defaults_from_the_serve_config(tmp_path):
     assert args == {**app["args"], "port": 8000}
     assert "host" not in yaml.safe_load(CONFIG.read_text()).get("http_options", {})
     assert "--config deploy/serve_config.yaml" in (CONFIG.parents[1] / "Makefile").read_text()
+
+
+PASSWORD = "pw-that-must-stay-secret"
+SECRET_URL = f"postgresql+psycopg://tuneserve:{PASSWORD}@db.internal:5432/tuneserve"
+
+
+def test_no_secret_travels_in_the_applications_arguments(tmp_path, monkeypatch):
+    """Serve's controller keeps what an application is built with: neither the admin key nor
+    the database password may be in it (the replicas read them from their environment)."""
+    import ray.cloudpickle as cloudpickle
+
+    from service.main import build_app
+
+    monkeypatch.setenv("TUNESERVE_DATABASE_URL", SECRET_URL)
+    monkeypatch.setenv("TUNESERVE_ADMIN_KEY", "ts-admin-key-that-must-stay-secret")
+    pickled = cloudpickle.dumps(build_app({"home": str(tmp_path)}))
+    assert PASSWORD.encode() not in pickled
+    assert b"ts-admin-key-that-must-stay-secret" not in pickled
+    assert b"@db.internal:5432/tuneserve" in pickled  # the URL is there, without its password
+
+
+def test_a_replica_takes_the_database_password_from_its_environment(monkeypatch):
+    import pytest
+
+    from service.settings import Settings, replica_db_url
+
+    shared = Settings(database_url=SECRET_URL).shared_db_url()
+    assert PASSWORD not in shared and PASSWORD not in repr(Settings(database_url=SECRET_URL))
+    monkeypatch.setenv("TUNESERVE_DATABASE_URL", SECRET_URL)
+    assert replica_db_url(shared) == SECRET_URL
+    # a URL without a password is passed as it is, whatever the environment holds
+    plain = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    assert Settings(database_url=plain).shared_db_url() == plain == replica_db_url(plain)
+    # the environment names another database, or none: a clear error, not a login failure
+    monkeypatch.setenv("TUNESERVE_DATABASE_URL", SECRET_URL.replace("db.internal", "other"))
+    with pytest.raises(RuntimeError, match="set TUNESERVE_DATABASE_URL to the full URL"):
+        replica_db_url(shared)
+    monkeypatch.delenv("TUNESERVE_DATABASE_URL")
+    with pytest.raises(RuntimeError, match=r"tuneserve:\*\*\*@db.internal"):
+        replica_db_url(shared)
