@@ -6,8 +6,9 @@ Starts tuneserve on 127.0.0.1 (by PID, stopped after), measures its capacity (re
 concurrency 32, 1 text a request), then sends requests at `share` of it, open loop: a request
 leaves on schedule whether or not earlier ones have returned (at most 256 in flight). Every
 window it prints requests/s, errors, p50/p99 and the resident memory of the service's
-processes. At the end: the errors (must be 0), p99 first window vs last, and RSS growth from
-the first window to the last (must be under 10%). Exits 1 if any of these fails.
+processes. At the end: the errors (must be 0), RSS growth from the first window to the last
+(must be under 10%), and, over 6 windows or more, the p99 of the last third of the windows
+against the first third (must not double). Exits 1 if any of these fails.
 """
 
 from __future__ import annotations
@@ -175,8 +176,17 @@ def main() -> int:
         f"last {last['p99_ms']:.1f} ms, max {max(p99s):.1f} ms; RSS {first['rss_mb']:.0f} -> "
         f"{last['rss_mb']:.0f} MB ({growth:+.1%})"
     )
-    ok = errors == 0 and growth < 0.10
-    print("PASS" if ok else "FAIL: errors, or RSS grew 10% or more")
+    # p99 stable: the last third of the windows no slower than twice the first third (past
+    # the first window, which holds the warm-up); judged where there are 6 windows or more
+    stable = True
+    if len(windows) >= 6:
+        third = len(windows) // 3
+        early = statistics.median(p99s[1 : 1 + third])
+        late = statistics.median(p99s[-third:])
+        stable = late <= 2 * early
+        print(f"p99 median of the first third {early:.1f} ms, of the last third {late:.1f} ms")
+    ok = errors == 0 and growth < 0.10 and stable
+    print("PASS" if ok else "FAIL: errors, RSS grew 10% or more, or p99 more than doubled")
     return 0 if ok else 1
 
 
