@@ -99,16 +99,29 @@ class Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
+    # idle keep-alive connections the server had closed, found when reused and sent again on
+    # a new connection (as HTTP clients do: nothing of the request had been answered)
+    reconnects = 0
+
     async def post(self, body: bytes) -> tuple[int, bytes]:
+        reused = self.writer is not None
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
+        assert self.reader is not None and self.writer is not None
         self.writer.write(
             b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n%s"
             % (self.path.encode(), self.host.encode(), self.port, len(body), body)
         )
-        status = int((await self.reader.readline()).split()[1])
+        try:
+            first = await self.reader.readline()
+        except ConnectionError:
+            first = b""
+        if not first and reused:  # closed while idle (the server's keep_alive_timeout_s)
+            self.close()
+            Connection.reconnects += 1
+            return await self.post(body)
+        status = int(first.split()[1])
         length, chunked, close = 0, False, False
         while (line := await self.reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.partition(b":")
