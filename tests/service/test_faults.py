@@ -1,17 +1,21 @@
-"""Faults, with real processes: a broken model artifact, an unreachable database, a model
-replica killed by its PID. Each is bounded in time and stays on 127.0.0.1."""
+"""Faults, with real processes: a broken model artifact, an unreachable database, a database
+lost while the service runs (the process in between killed by PID), a model replica killed by
+its PID. Each is bounded in time and stays on 127.0.0.1."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
-from conftest import replica_stats
-from testdata import copy_model
+from conftest import fresh_pg_database, replica_stats
+from testdata import classification_file, copy_model
 
 from training import artifacts
 
@@ -105,3 +109,89 @@ def test_a_killed_model_replica_is_replaced_and_requests_recover(service_url):
             time.sleep(0.5)
     assert statuses[-1] == 200, statuses
     assert replica_stats("tiny")["pid"] != pid
+
+
+PROXY = Path(__file__).resolve().parents[1] / "tcp_proxy.py"
+
+
+def _start_proxy(port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, str(PROXY), str(port), "5432"], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "listening"
+    return proc
+
+
+def _until(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (result := predicate()) is not None:
+            return result
+        time.sleep(0.5)
+    raise AssertionError(f"{what} not within {timeout_s:.0f}s")
+
+
+@pytest.fixture
+def database_behind_a_proxy(ray_session, service_url, store, pg_admin):
+    """An app whose PostgreSQL is reached through tests/tcp_proxy.py: kill the proxy, and the
+    database is gone for the service (connections reset, new ones refused)."""
+    from ray import serve
+
+    from service.cli import free_port
+    from service.main import build_app
+    from service.settings import Settings
+
+    port = free_port()
+    proxy = {"proc": _start_proxy(port)}
+    with fresh_pg_database(pg_admin) as url:
+        settings = Settings(
+            home=store,
+            database_url=url.replace(":5432/", f":{port}/"),
+            model_replica_cpus=0.25,
+            jobs_poll_s=0.5,
+        )
+        serve.run(build_app(settings.app_args()), name="pgdrop", route_prefix="/pgdrop")
+        try:
+            yield f"{service_url}/pgdrop", port, proxy
+        finally:
+            serve.delete("pgdrop")
+            proxy["proc"].kill()
+            proxy["proc"].wait(timeout=10)
+
+
+def test_a_database_lost_while_serving_is_503_then_recovers_with_nothing_lost(
+    database_behind_a_proxy, tmp_path
+):
+    url, port, proxy = database_behind_a_proxy
+    data = classification_file(tmp_path / "before.jsonl", rows=20)
+    with httpx.Client(base_url=url, timeout=30) as c:
+
+        def upload():
+            with data.open("rb") as f:
+                return c.post(
+                    "/v1/files", files={"file": (data.name, f)}, data={"purpose": "fine-tune"}
+                )
+
+        _until(lambda: True if c.get("/readyz").status_code == 200 else None, 120, "ready")
+        before = upload()
+        assert before.status_code == 200, before.text
+
+        proxy["proc"].kill()  # the database goes away mid-service
+        proxy["proc"].wait(timeout=10)
+        _until(lambda: True if c.get("/readyz").status_code == 503 else None, 30, "/readyz 503")
+        start = time.monotonic()
+        for attempt in (c.get("/v1/files"), upload()):
+            assert attempt.status_code == 503, attempt.text
+            assert attempt.json()["error"]["type"] == "service_unavailable"
+            assert attempt.headers["retry-after"]
+        assert time.monotonic() - start < 25  # answers, not hangs
+        body = {"model": "base", "inputs": ["x"], "labels": LABELS}
+        assert c.post("/v1/classify", json=body).status_code == 200  # inference goes on
+
+        proxy["proc"] = _start_proxy(port)  # the database is back
+        _until(lambda: True if c.get("/readyz").status_code == 200 else None, 60, "ready again")
+        listed = c.get("/v1/files")
+        assert listed.status_code == 200, listed.text
+        assert [f["id"] for f in listed.json()["data"]] == [before.json()["id"]]  # kept, once
+        after = upload()
+        assert after.status_code == 200, after.text
