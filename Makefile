@@ -29,7 +29,7 @@ run: $(STAMP)
 	$(BIN)/tuneserve run --config deploy/serve_config.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -131,6 +131,9 @@ def main() -> int:
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--share", type=float, default=0.8, help="of the measured capacity")
     p.add_argument("--window", type=float, default=30.0, help="seconds a reported window")
+    p.add_argument(
+        "--capacity-s", type=float, default=8.0, help="seconds each of the 3 capacity runs"
+    )
     args = p.parse_args()
     home = args.home.resolve()
     manifest = artifacts.read_manifest(artifacts.model_dir(home, args.model))
@@ -150,7 +153,9 @@ def main() -> int:
         url = f"http://127.0.0.1:{port}/v1/classify"
         # the median of three short measurements: one can land in a lull of a shared machine
         capacity = statistics.median(
-            asyncio.run(load(url, [args.model], 1, 32, 8.0, texts(), extra))["requests_per_s"]
+            asyncio.run(load(url, [args.model], 1, 32, args.capacity_s, texts(), extra))[
+                "requests_per_s"
+            ]
             for _ in range(3)
         )
         rate = capacity * args.share

@@ -25,6 +25,8 @@ def test_a_short_soak_has_no_errors_and_no_memory_growth(store):
             "0.75",
             "--window",
             "15",
+            "--capacity-s",
+            "4",
         ],
         capture_output=True,
         text=True,

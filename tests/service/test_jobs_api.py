@@ -315,46 +315,13 @@ def test_a_crashing_job_fails_with_its_error(app, data):
     assert app.events(job["id"])[0]["level"] == "error"
 
 
-def test_the_service_killed_by_pid_mid_job_finishes_it_and_records_it_once(app, data):
-    """SIGKILL the job runner's and the ingress's processes while a job trains: Serve starts
-    new ones, which carry on from the database; nothing is recorded twice."""
-    _only_on_sqlite(app)
-    f = app.upload(data["cls"]).json()
-    job = app.http.post(
-        "/v1/fine_tuning/jobs",
-        json={
-            "model": "base",
-            "training_file": f["id"],
-            "hyperparameters": {"n_epochs": 12, "log_every_steps": 2, **FAST},
-        },
-    ).json()
-    app.wait(job["id"], until=("running",))
-    wait_for_checkpoint(app.http, job["id"])  # the runner has read part of the job's log
-    service = [f"ServeReplica:{app.name}:{d}" for d in ("jobs", "ingress")]
-    killed = [pid for name in service for pid in alive_actor_pids(name)]
-    assert len(killed) == 2, killed
-    for pid in killed:
-        os.kill(pid, signal.SIGKILL)  # the Ray Job trains on
-    wait_ready(app.url, timeout_s=120)
-    done = app.wait(job["id"])
-    replaced = [pid for name in service for pid in alive_actor_pids(name)]
-    assert len(replaced) == 2 and not set(replaced) & set(killed), (killed, replaced)
-    assert done["status"] == "succeeded", done["error"]
-    events = app.events(job["id"])
-    assert sum(e["message"].startswith("The job succeeded") for e in events) == 1
-    progress = [e["data"] for e in events if e["type"] == "metrics" and "total_steps" in e["data"]]
-    steps = [p["step"] for p in progress]
-    assert len(steps) == len(set(steps)) and max(steps) == progress[0]["total_steps"]
-    with app.db.session() as s:
-        count = s.scalar(
-            select(func.count()).select_from(Model).where(Model.id == done["fine_tuned_model"])
-        )
-    assert count == 1
-
-
-def test_a_training_worker_killed_by_pid_is_retried_from_its_checkpoint(app, data, tmp_path):
-    """SIGKILL the Ray Train worker mid-run: Ray Train starts a new one from the last
-    checkpoint, inside the same Ray Job, and the job succeeds once."""
+def test_a_job_survives_its_training_worker_then_its_runner_and_ingress_killed_by_pid(
+    app, tmp_path
+):
+    """Two faults in one job (one job, to keep CI short). SIGKILL the Ray Train worker after
+    a checkpoint: Ray Train starts a new one from it, inside the same Ray Job. Then SIGKILL
+    the job runner's and the ingress's processes: Serve starts new ones, which carry on from
+    the database. The job succeeds, and nothing is recorded twice."""
     _only_on_sqlite(app)
     f = app.upload(classification_file(tmp_path / "longer.jsonl", rows=400)).json()
     job = app.http.post(
@@ -368,15 +335,33 @@ def test_a_training_worker_killed_by_pid_is_retried_from_its_checkpoint(app, dat
     first = wait_for_checkpoint(app.http, job["id"])
     # Ray Train registers a reported checkpoint when its controller next polls the workers
     time.sleep(3)
-    [pid] = alive_actor_pids("RayTrainWorker")
-    os.kill(pid, signal.SIGKILL)
+    [worker] = alive_actor_pids("RayTrainWorker")
+    os.kill(worker, signal.SIGKILL)
+
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while not any(m.startswith("Training resumed") for m in _messages(app, job["id"])):
+        assert time.monotonic() < deadline, _messages(app, job["id"])
+        time.sleep(0.5)
+    service = [f"ServeReplica:{app.name}:{d}" for d in ("jobs", "ingress")]
+    killed = [pid for name in service for pid in alive_actor_pids(name)]
+    assert len(killed) == 2, killed
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)  # the Ray Job trains on
+    wait_ready(app.url, timeout_s=120)
     done = app.wait(job["id"])
+    replaced = [pid for name in service for pid in alive_actor_pids(name)]
+    assert len(replaced) == 2 and not set(replaced) & set(killed), (killed, replaced)
+
     assert done["status"] == "succeeded", done["error"]
     assert done["attempt"] == 1  # retried by Ray Train, not resubmitted by the job runner
-    messages = [e["message"] for e in app.events(job["id"])]
+    events = app.events(job["id"])
+    messages = [e["message"] for e in events]
     assert any(m.startswith("A training worker failed; Ray Train restarts") for m in messages)
     assert resumed_step(messages) >= first["step_number"], (messages, first)
     assert sum(m.startswith("The job succeeded") for m in messages) == 1
+    progress = [e["data"] for e in events if e["type"] == "metrics" and "total_steps" in e["data"]]
+    steps = [p["step"] for p in progress]
+    assert len(steps) == len(set(steps)) and max(steps) == progress[0]["total_steps"]
     with app.db.session() as s:
         count = s.scalar(
             select(func.count()).select_from(Model).where(Model.id == done["fine_tuned_model"])
@@ -386,6 +371,10 @@ def test_a_training_worker_killed_by_pid_is_retried_from_its_checkpoint(app, dat
         "/v1/classify", json={"model": done["fine_tuned_model"], "inputs": ["wonderful"]}
     )
     assert r.status_code == 200, r.text
+
+
+def _messages(app, job_id: str) -> list[str]:
+    return [e["message"] for e in app.events(job_id)]
 
 
 def test_a_pretraining_job_from_the_cli_makes_an_encoder(app, tmp_path):
