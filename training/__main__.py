@@ -96,6 +96,22 @@ def prepare(spec: PretrainSpec | FinetuneSpec, home: Path, inputs: Path) -> dict
         raise
 
 
+def _check_weights(folder: Path, model_id: str) -> None:
+    """Read the headers of a model's safetensors files here, before any worker starts: an
+    unreadable file would otherwise fail every worker, and every Ray Train retry, the same way."""
+    from safetensors import safe_open
+
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                f.keys()
+        except Exception as exc:
+            raise RuntimeError(
+                f"the weights of base model {model_id!r} cannot be read ({path.name}: {exc}); "
+                "re-export or re-import that model"
+            ) from exc
+
+
 def _prepare_into(spec, home: Path, inputs: Path, staging: Path, train, val) -> dict:
     hp = spec.hyperparameters
     if spec.base_model == SCRATCH:
@@ -125,6 +141,7 @@ def _prepare_into(spec, home: Path, inputs: Path, staging: Path, train, val) -> 
             base_dir / manifest.files.get("tokenizer", "tokenizer"), staging / "tokenizer"
         )
         shutil.copytree(base_dir / manifest.files.get("hf", "hf"), staging / "init")
+        _check_weights(staging / "init", spec.base_model)
         base_info = {"base": spec.base_model, "source": manifest.source}
     tok = load_tokenizer(staging / "tokenizer", hp.max_seq_length)
     labels = train.label_names if spec.task == "text-classification" else []
@@ -276,7 +293,6 @@ def run(
     spec: PretrainSpec | FinetuneSpec,
     home: str | Path,
     *,
-    fault_injection: dict | None = None,
     replace_model: bool = False,
     ray_address: str | None = None,
 ) -> dict:
@@ -299,7 +315,6 @@ def run(
         spec,
         inputs,
         runs,
-        fault_injection=fault_injection,
         metric=task_cls.metric,
         mode=task_cls.mode,
     )

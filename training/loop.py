@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -135,7 +134,6 @@ def train_loop_per_worker(config: dict) -> None:
     model.train()
     started, samples, tokens = time.monotonic(), 0, 0
     train_seconds = 0.0  # time in training steps only, not evaluation or checkpoints
-    fault = config.get("fault_injection") or {}
 
     def save_and_report(metrics: dict) -> None:
         metrics = {
@@ -214,13 +212,6 @@ def train_loop_per_worker(config: dict) -> None:
                         "eta_s": (total_steps - step) / rate if rate else None,
                     }
                 )
-            if fault.get("crash_at_step") == step and not (run_dir / "crashed").exists():
-                # a worker dying for real, for the fault tests. It dies a moment after the step:
-                # Ray Train's controller polls workers, and a checkpoint reported just before
-                # a death may not be registered yet (and so not resumed from).
-                (run_dir / "crashed").touch()
-                time.sleep(fault.get("delay_s", 3.0))
-                os._exit(1)
             if step >= total_steps:
                 done = True
                 break
@@ -260,7 +251,6 @@ def fit(
     run_dir: Path,
     storage: Path,
     *,
-    fault_injection: dict | None = None,
     metric: str,
     mode: str,
 ):
@@ -270,7 +260,6 @@ def fit(
         train_loop_config={
             "spec": spec.model_dump_json(),
             "run_dir": str(run_dir),
-            "fault_injection": fault_injection,
         },
         scaling_config=ScalingConfig(
             num_workers=spec.scaling.num_workers,

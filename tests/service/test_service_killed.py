@@ -10,6 +10,7 @@ database is PostgreSQL, reached with a URL that holds a password.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -33,17 +34,21 @@ START_TIMEOUT_S = 240
 JOB_TIMEOUT_S = 420
 
 
-def _group(pgid: int) -> list[int]:
-    """Live (not zombie) processes of a process group, from /proc."""
+def _ours(pgid: int, tmp: Path) -> list[int]:
+    """Live (not zombie) processes the service started: those of its process group, and
+    those that left it but carry its TMPDIR (Ray Jobs starts each job's driver in a session
+    of its own), from /proc."""
+    marker = f"TMPDIR={tmp}".encode()
     pids = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             state, _ppid, group = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+            environ = (entry / "environ").read_bytes().split(b"\0")
         except (OSError, ValueError):
             continue
-        if int(group) == pgid and state != "Z":
+        if state != "Z" and (int(group) == pgid or marker in environ):
             pids.append(int(entry.name))
     return pids
 
@@ -86,7 +91,7 @@ class Service:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait(timeout=30)
-        self._reap(grace_s=20)
+        self._reap(grace_s=5)
 
     def stop(self) -> None:
         """Ctrl-C, as a user stops it; then whatever of its group is left."""
@@ -105,12 +110,16 @@ class Service:
         assert self.proc is not None
         pgid = self.proc.pid
         deadline = time.monotonic() + grace_s
-        while _group(pgid) and time.monotonic() < deadline:
+        while _ours(pgid, self.tmp) and time.monotonic() < deadline:
             time.sleep(0.5)
-        if _group(pgid):  # Ray's agents outlive a killed raylet for a while: end them
-            os.killpg(pgid, signal.SIGKILL)
-            time.sleep(1)
-        assert not _group(pgid), f"processes of the service's group remain: {_group(pgid)}"
+        # what outlives it for a while: Ray's agents, and the Ray Job's driver, which waits
+        # a minute for its cluster to come back
+        for pid in _ours(pgid, self.tmp):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(1)
+        left = _ours(pgid, self.tmp)
+        assert not left, f"the service's processes remain: {left}"
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:]

@@ -226,38 +226,6 @@ def test_two_worker_ddp(home, files):
     assert summary["final"]["step"] == 2 * -(-(87 // 2 + 87 % 2) // 8)
 
 
-def test_worker_death_is_retried_from_the_checkpoint(home, files):
-    spec = FinetuneSpec(
-        run_id="t-retry",
-        task="text-classification",
-        train_file=files["cls"],
-        export=False,
-        max_failures=1,
-        hyperparameters={**FAST, "epochs": 1, "eval_every_steps": 4},
-        scaling=CPU,
-    )
-    summary = run(spec, home, fault_injection={"crash_at_step": 6})
-    assert (home / "runs" / "t-retry" / "inputs" / "crashed").exists()  # it did die
-    steps = [(h["step"], h["resumed_from_step"]) for h in summary["history"]]
-    assert (4, 0) in steps and steps[-1] == (11, 4), steps  # retried from step 4, finished
-
-
-def test_a_stopped_run_resumes_when_rerun_with_the_same_name(home, files):
-    spec = FinetuneSpec(
-        run_id="t-resume",
-        task="text-classification",
-        train_file=files["cls"],
-        export=False,
-        max_failures=0,
-        hyperparameters={**FAST, "epochs": 1, "eval_every_steps": 4},
-        scaling=CPU,
-    )
-    with pytest.raises(Exception):  # noqa: B017 - Ray wraps the worker's death
-        run(spec, home, fault_injection={"crash_at_step": 6})
-    summary = run(spec, home)
-    assert summary["final"]["step"] == 11 and summary["final"]["resumed_from_step"] == 4
-
-
 def test_invalid_data_fails_before_any_compute(home, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "a", "label": "x"}\n{"text": "b"}\n')
