@@ -59,6 +59,8 @@ class ParityReport(BaseModel):
     max_abs_diff: dict[str, float] = Field(default_factory=dict)
     mean_cosine: dict[str, float] = Field(default_factory=dict)
     min_cosine: dict[str, float] = Field(default_factory=dict)
+    # a fine-tuned model: its validation metric through each graph (accuracy or F1, percent)
+    validation_metric: dict[str, float] = Field(default_factory=dict)
 
 
 class Manifest(BaseModel):

@@ -8,13 +8,36 @@ This module is imported by the service: no torch, no ray.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 Task = Literal["masked-lm", "text-classification", "extractive-qa"]
+FileFormat = Literal["classification", "squad", "corpus"]
+Purpose = Literal["fine-tune", "pretrain"]
 SCRATCH = "scratch"
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a training task takes and makes: the one table of tasks."""
+
+    file_format: FileFormat  # the data file it trains on (training.data reads each format)
+    purpose: Purpose  # the upload purpose of that file
+    model_task: str  # what the exported model serves (training.artifacts.ModelTask)
+
+
+TASKS: dict[str, TaskInfo] = {
+    "text-classification": TaskInfo("classification", "fine-tune", "text-classification"),
+    "extractive-qa": TaskInfo("squad", "fine-tune", "extractive-qa"),
+    # pretraining makes an encoder: served zero-shot, and the start of later fine-tunes
+    "masked-lm": TaskInfo("corpus", "pretrain", "feature-extraction"),
+}
+# the task a file of each format trains when a job does not name one
+TASK_OF_FORMAT: dict[str, str] = {info.file_format: task for task, info in TASKS.items()}
+PURPOSES: tuple[Purpose, ...] = ("fine-tune", "pretrain")
 
 # Encoder sizes for pretraining from scratch: (layers, hidden, heads, intermediate). `tiny`
 # and `mini` follow the small BERTs of Turc et al. 2019; `tiny` is what tests use.
@@ -122,3 +145,33 @@ _ADAPTER: TypeAdapter[PretrainSpec | FinetuneSpec] = TypeAdapter(TrainSpec)
 def load_spec(text: str) -> PretrainSpec | FinetuneSpec:
     """Parse a spec from JSON; a ValidationError names every field that is wrong."""
     return _ADAPTER.validate_json(text)
+
+
+def build_spec(
+    *,
+    run_id: str,
+    task: str,
+    base_model: str,
+    train_file: str | Path,
+    validation_file: str | Path | None = None,
+    output_model_id: str | None = None,
+    hyperparameters: dict[str, Any] | None = None,
+    scaling: dict[str, Any] | None = None,
+    **top: Any,
+) -> PretrainSpec | FinetuneSpec:
+    """The one place a spec is put together (the job API and the CLI both call it); unset
+    values stay unset, so the spec records only what was asked. Raises ValidationError."""
+    spec: dict[str, Any] = {
+        "run_id": run_id,
+        "task": task,
+        "base_model": base_model,
+        "train_file": str(train_file),
+        "hyperparameters": hyperparameters or {},
+        "scaling": scaling or {},
+        **{k: v for k, v in top.items() if v is not None},
+    }
+    if validation_file is not None:
+        spec["validation_file"] = str(validation_file)
+    if output_model_id is not None:
+        spec["output_model_id"] = output_model_id
+    return _ADAPTER.validate_python(spec)

@@ -9,8 +9,10 @@ the same functions.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +35,8 @@ class DataError(ValueError):
 
 class _Problems:
     def __init__(self, path: Path):
-        self.path, self.items, self.total = path, [], 0
+        self.path, self.total = path, 0
+        self.items: list[str] = []
 
     def add(self, where: str, message: str) -> None:
         self.total += 1
@@ -149,58 +152,55 @@ def read_squad(path: str | Path) -> list[QAExample]:
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         problems.add("", 'must be SQuAD v1.1 JSON: {"data": [{"paragraphs": [...]}]}')
         problems.raise_if_any()
-
     examples: list[QAExample] = []
     seen: set[str] = set()
     for a, article in enumerate(doc["data"]):
-        for p, para in enumerate(
-            article.get("paragraphs", []) if isinstance(article, dict) else []
-        ):
+        paragraphs = article.get("paragraphs", []) if isinstance(article, dict) else []
+        for p, para in enumerate(paragraphs):
             where = f"data[{a}].paragraphs[{p}]"
             context = para.get("context") if isinstance(para, dict) else None
             if not isinstance(context, str) or not context.strip():
                 problems.add(where, '"context" is missing or empty')
                 continue
             for q in para.get("qas", []):
-                qid = str(q.get("id", "")) if isinstance(q, dict) else ""
-                qwhere = f"question {qid!r}" if qid else f"{where}.qas"
-                if not qid:
-                    problems.add(qwhere, 'a question has no "id"')
-                    continue
-                if qid in seen:
-                    problems.add(qwhere, "the id is used twice; ids must be unique")
-                    continue
-                seen.add(qid)
-                question = q.get("question")
-                if not isinstance(question, str) or not question.strip():
-                    problems.add(qwhere, '"question" is missing or empty')
-                    continue
-                answers = []
-                for i, ans in enumerate(q.get("answers", [])):
-                    text, start = ans.get("text"), ans.get("answer_start")
-                    if not isinstance(text, str) or not text or not isinstance(start, int):
-                        problems.add(
-                            qwhere, f'answer {i} needs "text" and an integer "answer_start"'
-                        )
-                    elif context[start : start + len(text)] != text:
-                        found = context.find(text)
-                        hint = (
-                            f"; it occurs at {found}"
-                            if found >= 0
-                            else "; it is not in the context"
-                        )
-                        problems.add(
-                            qwhere, f"answer {i} {text[:40]!r} is not at answer_start {start}{hint}"
-                        )
-                    else:
-                        answers.append((text, start))
-                if not q.get("answers"):
-                    problems.add(qwhere, "has no answers (SQuAD v1.1 questions all have one)")
-                examples.append(QAExample(qid, question, context, answers))
+                example = _question(q, context, where, seen, problems)
+                if example is not None:
+                    examples.append(example)
     if not problems.total and not examples:
         problems.add("", "has no questions")
     problems.raise_if_any()
     return examples
+
+
+def _question(q, context: str, where: str, seen: set[str], problems: _Problems) -> QAExample | None:
+    """One question of a paragraph, its problems added; None when it cannot be used."""
+    qid = str(q.get("id", "")) if isinstance(q, dict) else ""
+    qwhere = f"question {qid!r}" if qid else f"{where}.qas"
+    if not qid:
+        problems.add(qwhere, 'a question has no "id"')
+        return None
+    if qid in seen:
+        problems.add(qwhere, "the id is used twice; ids must be unique")
+        return None
+    seen.add(qid)
+    question = q.get("question")
+    if not isinstance(question, str) or not question.strip():
+        problems.add(qwhere, '"question" is missing or empty')
+        return None
+    answers = []
+    for i, ans in enumerate(q.get("answers", [])):
+        text, start = ans.get("text"), ans.get("answer_start")
+        if not isinstance(text, str) or not text or not isinstance(start, int):
+            problems.add(qwhere, f'answer {i} needs "text" and an integer "answer_start"')
+        elif context[start : start + len(text)] != text:
+            found = context.find(text)
+            hint = f"; it occurs at {found}" if found >= 0 else "; it is not in the context"
+            problems.add(qwhere, f"answer {i} {text[:40]!r} is not at answer_start {start}{hint}")
+        else:
+            answers.append((text, start))
+    if not q.get("answers"):
+        problems.add(qwhere, "has no answers (SQuAD v1.1 questions all have one)")
+    return QAExample(qid, question, context, answers)
 
 
 # ---------------------------------------------------------------------------- corpus
@@ -209,7 +209,9 @@ def read_squad(path: str | Path) -> list[QAExample]:
 def _chunks(line: str, size: int) -> list[str]:
     if len(line) <= size:
         return [line]
-    out, current, length = [], [], 0
+    out: list[str] = []
+    current: list[str] = []
+    length = 0
     for word in line.split():
         if length + len(word) + 1 > size and current:
             out.append(" ".join(current))
@@ -249,3 +251,20 @@ def sniff_format(path: str | Path) -> str:
                     return "classification"
                 return "corpus"
     return "corpus"
+
+
+# the reader of each file format (training.config.TASKS names the format of each task)
+READERS: dict[str, Callable] = {
+    "classification": read_classification,
+    "squad": read_squad,
+    "corpus": read_corpus,
+}
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file, read in chunks: the one hash of a dataset everywhere."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

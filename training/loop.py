@@ -9,10 +9,10 @@ calls `ray.train.report` the same number of times. The distributed parts are the
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray.train
@@ -22,34 +22,94 @@ from ray.train.torch import TorchTrainer
 from torch.utils.data import DataLoader, DistributedSampler
 from transformers import get_linear_schedule_with_warmup
 
+from training import checkpoints, events
+from training.checkpoints import Position, Trainee
 from training.config import FinetuneSpec, PretrainSpec, load_spec
-from training.tasks import ClassificationTask, MaskedLMTask, QATask, load_tokenizer
-
-STATE_FILE = "trainer_state.pt"
-HF_SUBDIR = "hf"
+from training.tasks import load_tokenizer, make_task
 
 
-TASKS = {
-    "text-classification": ClassificationTask,
-    "extractive-qa": QATask,
-    "masked-lm": MaskedLMTask,
-}
+@dataclass
+class Meter:
+    """Throughput since this attempt started (training steps only, for samples/s)."""
+
+    world: int
+    started: float = field(default_factory=time.monotonic)
+    samples: int = 0
+    tokens: int = 0
+    train_seconds: float = 0.0
 
 
-def make_task(spec, tokenizer, labels: list[str]):
-    if spec.task == "text-classification":
-        return ClassificationTask(spec, tokenizer, labels)
-    return TASKS[spec.task](spec, tokenizer)
+def train_loop_per_worker(config: dict) -> None:
+    spec = load_spec(config["spec"])
+    hp = spec.hyperparameters
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(hp.seed)
+    device = ray.train.torch.get_device()
+
+    task, prepared, loader, sampler = _data(spec, Path(config["run_dir"]), rank, world)
+    steps_per_epoch = math.ceil(len(loader) / hp.gradient_accumulation)
+    total_steps = hp.max_steps or max(1, math.ceil(steps_per_epoch * hp.epochs))
+    trainee = _trainee(spec, task, Path(config["run_dir"]), total_steps)
+    pos, resumed = _restore(trainee, device, rank)
+    evaluate = task.evaluator(prepared["eval"], max(hp.batch_size, 32), device, hp.seed)
+    meter = Meter(world)
+
+    def checkpoint(loss: float | None) -> None:
+        _save_and_report(trainee, pos, meter, evaluate, loss, resumed, config["spec"], rank)
+
+    if hp.eval_before_training and not pos.history and pos.step == 0:
+        _evaluate_start(trainee.model, evaluate, pos, world, rank)
+    trainee.model.train()
+    loss = None
+    while pos.step < total_steps:
+        sampler.set_epoch(pos.epoch)
+        loss, finished_epoch = _train_epoch(
+            trainee, loader, pos, meter, hp, total_steps, resumed, rank, checkpoint
+        )
+        if finished_epoch:
+            pos.epoch, pos.batch_in_epoch = pos.epoch + 1, 0
+            if pos.step < total_steps:
+                checkpoint(loss)
+    if not pos.history or pos.history[-1]["step"] != pos.step:  # the final checkpoint
+        checkpoint(loss)
 
 
-def _emit(event: dict) -> None:
-    """One JSON line on stdout: the job service reads these as events (rank 0 only)."""
-    print(json.dumps({"tuneserve_event": event}), flush=True)
+def _data(spec, run_dir: Path, rank: int, world: int):
+    """The task, its data as the driver prepared it, and this worker's share of it."""
+    hp = spec.hyperparameters
+    prepared = torch.load(run_dir / "prepared.pt", weights_only=False)
+    tokenizer = load_tokenizer(run_dir / "tokenizer", hp.max_seq_length)
+    task = make_task(spec, tokenizer, prepared["labels"])
+    train = prepared["train"]
+    sampler: DistributedSampler = DistributedSampler(
+        train, num_replicas=world, rank=rank, shuffle=True, seed=hp.seed
+    )
+    loader = DataLoader(train, batch_size=hp.batch_size, sampler=sampler, collate_fn=task.collate)
+    loader = ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)
+    return task, prepared, loader, sampler
+
+
+def _trainee(spec, task, run_dir: Path, total_steps: int) -> Trainee:
+    """The model (wrapped for DDP), AdamW with linear warmup and decay, and mixed precision."""
+    hp, scaling = spec.hyperparameters, spec.scaling
+    model = ray.train.torch.prepare_model(task.build_model(run_dir / "init"))
+    optimizer = torch.optim.AdamW(_param_groups(model, hp.weight_decay), lr=hp.learning_rate)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(hp.warmup_ratio * total_steps), total_steps
+    )
+    use_amp = scaling.use_gpu and scaling.mixed_precision != "no"
+    dtype = torch.bfloat16 if scaling.mixed_precision == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler(enabled=use_amp and dtype == torch.float16)
+    device = ray.train.torch.get_device()
+    autocast = {"device_type": device.type, "dtype": dtype, "enabled": use_amp}
+    return Trainee(model, optimizer, scheduler, scaler, autocast)
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     # no weight decay on biases and layer norms, as in BERT
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
@@ -59,208 +119,121 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def train_loop_per_worker(config: dict) -> None:
-    spec = load_spec(config["spec"])
-    hp = spec.hyperparameters
-    run_dir = Path(config["run_dir"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(hp.seed)
-
-    # data, prepared once by the driver (training/__main__.py)
-    prepared = torch.load(run_dir / "prepared.pt", weights_only=False)
-    tokenizer = load_tokenizer(run_dir / "tokenizer", hp.max_seq_length)
-    task = make_task(spec, tokenizer, prepared["labels"])
-    train = prepared["train"]
-    sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=hp.seed)
-    loader = DataLoader(train, batch_size=hp.batch_size, sampler=sampler, collate_fn=task.collate)
-    loader = ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)
-    device = ray.train.torch.get_device()
-
-    # model, optimizer, schedule
-    model = task.build_model(run_dir / "init")
-    model = ray.train.torch.prepare_model(model)
-    optimizer = torch.optim.AdamW(_param_groups(model, hp.weight_decay), lr=hp.learning_rate)
-    steps_per_epoch = math.ceil(len(loader) / hp.gradient_accumulation)
-    total_steps = hp.max_steps or max(1, math.ceil(steps_per_epoch * hp.epochs))
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(hp.warmup_ratio * total_steps), total_steps
-    )
-    use_amp = spec.scaling.use_gpu and spec.scaling.mixed_precision != "no"
-    amp_dtype = torch.bfloat16 if spec.scaling.mixed_precision == "bf16" else torch.float16
-    scaler = torch.amp.GradScaler(enabled=use_amp and amp_dtype == torch.float16)
-
-    # resume: Ray Train hands back the latest checkpoint of this run name, after a retry or
-    # when the run is started again with the same RunConfig(name, storage_path)
-    step, epoch, batch_in_epoch, history = 0, 0, 0, []
+def _restore(trainee: Trainee, device, rank: int) -> tuple[Position, int]:
+    """The position to start from, and the step it resumed from: Ray Train hands back the
+    latest checkpoint of this run name after a worker retry, or when the run is started again
+    with the same RunConfig(name, storage_path)."""
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / STATE_FILE, map_location=device, weights_only=False)
-        _unwrap(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-        step, epoch, batch_in_epoch, history = (
-            state["step"],
-            state["epoch"],
-            state["batch_in_epoch"],
-            state["history"],
+    if not checkpoint:
+        return Position(), 0
+    with checkpoint.as_directory() as d:
+        pos = checkpoints.restore(Path(d), trainee, device)
+    if rank == 0:
+        events.emit(
+            events.Message(
+                level="warn",
+                message=f"Training resumed from its checkpoint at step {pos.step} "
+                f"(epoch {pos.epoch}); the steps after it are trained again",
+            )
         )
-    resumed_from = step
-    if checkpoint and rank == 0:
-        _emit(
-            {
-                "type": "message",
-                "level": "warn",
-                "message": f"Training resumed from its checkpoint at step {step} "
-                f"(epoch {epoch}); the steps after it are trained again",
-            }
-        )
+    return pos, pos.step
 
-    evaluate = _evaluator(task, prepared, hp, device)
-    if hp.eval_before_training and not checkpoint:
-        before = {
-            **evaluate(model),
-            "step": 0,
-            "epoch": 0,
-            "resumed_from_step": 0,
-            "workers": world,
-        }
-        history.append(before)  # recorded, not reported: nothing to checkpoint yet
-        if rank == 0:
-            _emit({"type": "metrics", **before})
-    model.train()
-    started, samples, tokens = time.monotonic(), 0, 0
-    train_seconds = 0.0  # time in training steps only, not evaluation or checkpoints
 
-    def save_and_report(metrics: dict) -> None:
-        metrics = {
-            **metrics,
-            "step": step,
-            "epoch": epoch,
-            "resumed_from_step": resumed_from,
-            "workers": world,
-            "train_samples_per_s": samples * world / max(train_seconds, 1e-9),
-        }
-        history.append(metrics)
-        if rank == 0:
-            _emit({"type": "metrics", **metrics})
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
-            if rank == 0:
-                torch.save(
-                    {
-                        "model": _unwrap(model).state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict(),
-                        "step": step,
-                        "epoch": epoch,
-                        "batch_in_epoch": batch_in_epoch,
-                        "history": history,
-                        "spec": config["spec"],
-                    },
-                    Path(tmp) / STATE_FILE,
-                )
-                _unwrap(model).save_pretrained(Path(tmp) / HF_SUBDIR)
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt)
-        if rank == 0:  # for the job service's checkpoint list
-            _emit({"type": "checkpoint", **metrics})
+def _evaluate_start(model, evaluate, pos: Position, world: int, rank: int) -> None:
+    """The starting model's metrics: recorded, not reported (nothing to checkpoint yet)."""
+    metrics = evaluate(model)
+    pos.history.append({**metrics, "step": 0, "epoch": 0, "resumed_from_step": 0, "workers": world})
+    if rank == 0:
+        events.emit(events.Evaluation(step=0, epoch=0, metrics=metrics, workers=world))
 
-    done = step >= total_steps
-    while not done:
-        sampler.set_epoch(epoch)
+
+def _train_epoch(trainee, loader, pos, meter, hp, total_steps, resumed, rank, checkpoint):
+    """Train from where `pos` is to the end of the epoch (or of training); returns the last
+    loss and whether the epoch ended."""
+    tick = time.monotonic()
+    loss = None
+    for i, batch in enumerate(loader):
+        if i < pos.batch_in_epoch:  # resuming mid-epoch: skip what was already trained on
+            continue
+        with torch.autocast(**trainee.autocast):
+            raw = trainee.model(**batch).loss / hp.gradient_accumulation
+        trainee.scaler.scale(raw).backward()
+        meter.samples += len(batch["input_ids"])
+        meter.tokens += int(batch["attention_mask"].sum())
+        pos.batch_in_epoch = i + 1
+        if pos.batch_in_epoch % hp.gradient_accumulation and pos.batch_in_epoch != len(loader):
+            continue
+        _step(trainee, hp.max_grad_norm)
+        pos.step += 1
+        meter.train_seconds += time.monotonic() - tick
+        loss = float(raw) * hp.gradient_accumulation
+        if rank == 0 and (pos.step % hp.log_every_steps == 0 or pos.step == total_steps):
+            _log_progress(trainee, pos, meter, loss, total_steps, resumed)
+        if pos.step >= total_steps:
+            return loss, False
+        if hp.eval_every_steps and pos.step % hp.eval_every_steps == 0:
+            checkpoint(loss)
         tick = time.monotonic()
-        for i, batch in enumerate(loader):
-            if i < batch_in_epoch:  # resuming mid-epoch: skip what was already trained on
-                continue
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                loss = model(**batch).loss / hp.gradient_accumulation
-            scaler.scale(loss).backward()
-            samples += len(batch["input_ids"])
-            tokens += int(batch["attention_mask"].sum())
-            batch_in_epoch = i + 1
-            if batch_in_epoch % hp.gradient_accumulation and batch_in_epoch != len(loader):
-                continue
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), hp.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            now = time.monotonic()
-            train_seconds += now - tick
-
-            if rank == 0 and (step % hp.log_every_steps == 0 or step == total_steps):
-                elapsed = time.monotonic() - started
-                rate = (step - resumed_from) / elapsed
-                _emit(
-                    {
-                        "type": "progress",
-                        "step": step,
-                        "total_steps": total_steps,
-                        "epoch": epoch,
-                        "loss": float(loss) * hp.gradient_accumulation,
-                        "learning_rate": scheduler.get_last_lr()[0],
-                        "samples_per_s": samples * world / elapsed,
-                        "tokens_per_s": tokens * world / elapsed,
-                        "tokens": tokens * world,  # trained since this attempt started
-                        "eta_s": (total_steps - step) / rate if rate else None,
-                    }
-                )
-            if step >= total_steps:
-                done = True
-                break
-            if hp.eval_every_steps and step % hp.eval_every_steps == 0:
-                save_and_report({"loss": float(loss) * hp.gradient_accumulation, **evaluate(model)})
-            tick = time.monotonic()
-        else:
-            epoch, batch_in_epoch = epoch + 1, 0
-            if not done:
-                save_and_report({"loss": float(loss) * hp.gradient_accumulation, **evaluate(model)})
-    # the final evaluation and checkpoint
-    if not history or history[-1]["step"] != step:
-        save_and_report({"loss": float(loss) * hp.gradient_accumulation, **evaluate(model)})
+    return loss, True
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
+def _step(trainee: Trainee, max_grad_norm: float) -> None:
+    trainee.scaler.unscale_(trainee.optimizer)
+    torch.nn.utils.clip_grad_norm_(trainee.model.parameters(), max_grad_norm)
+    trainee.scaler.step(trainee.optimizer)
+    trainee.scaler.update()
+    trainee.scheduler.step()
+    trainee.optimizer.zero_grad(set_to_none=True)
 
 
-def _evaluator(task, prepared: dict, hp, device):
-    """A function model -> metrics over the validation data of this task."""
-    ev = prepared["eval"]
-    bs = max(hp.batch_size, 32)
-    if isinstance(task, QATask):
-        windows, examples = ev["windows"], ev["examples"]
-        loader = DataLoader(windows, batch_size=bs, collate_fn=task.collate)
-        return lambda m: task.evaluate(m, loader, device, examples, windows)
-    if isinstance(task, MaskedLMTask):
-        batches = task.fixed_eval(ev, bs, seed=hp.seed)
-        return lambda m: task.evaluate(m, batches, device)
-    loader = DataLoader(ev, batch_size=bs, collate_fn=task.collate)
-    return lambda m: task.evaluate(m, loader, device)
+def _log_progress(trainee, pos, meter, loss: float, total_steps: int, resumed: int) -> None:
+    elapsed = time.monotonic() - meter.started
+    rate = (pos.step - resumed) / elapsed
+    events.emit(
+        events.Progress(
+            step=pos.step,
+            total_steps=total_steps,
+            epoch=pos.epoch,
+            loss=loss,
+            learning_rate=trainee.scheduler.get_last_lr()[0],
+            samples_per_s=meter.samples * meter.world / elapsed,
+            tokens_per_s=meter.tokens * meter.world / elapsed,
+            tokens=meter.tokens * meter.world,
+            eta_s=(total_steps - pos.step) / rate if rate else None,
+        )
+    )
 
 
-def fit(
-    spec: PretrainSpec | FinetuneSpec,
-    run_dir: Path,
-    storage: Path,
-    *,
-    metric: str,
-    mode: str,
-):
+def _save_and_report(trainee, pos, meter, evaluate, loss, resumed, spec_json, rank) -> None:
+    """Evaluate, then checkpoint (rank 0 writes it) and report to Ray Train (every rank)."""
+    scores = evaluate(trainee.model)
+    facts = {
+        "step": pos.step,
+        "epoch": pos.epoch,
+        "resumed_from_step": resumed,
+        "workers": meter.world,
+        "train_samples_per_s": meter.samples * meter.world / max(meter.train_seconds, 1e-9),
+    }
+    metrics = {"loss": loss, **scores, **facts}
+    pos.history.append(metrics)
+    scored = {"loss": loss, "metrics": scores, **facts}
+    if rank == 0:
+        events.emit(events.Evaluation(**scored))
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = None
+        if rank == 0:
+            checkpoints.save(Path(tmp), trainee, pos, spec_json)
+            ckpt = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=ckpt)
+    if rank == 0:  # for the job service's checkpoint list
+        events.emit(events.Checkpoint(**scored))
+
+
+def fit(spec: PretrainSpec | FinetuneSpec, run_dir: Path, storage: Path, *, metric: str, mode: str):
     """Run the loop on Ray Train; a rerun with the same spec.run_id resumes the same run."""
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={
-            "spec": spec.model_dump_json(),
-            "run_dir": str(run_dir),
-        },
+        train_loop_config={"spec": spec.model_dump_json(), "run_dir": str(run_dir)},
         scaling_config=ScalingConfig(
             num_workers=spec.scaling.num_workers,
             use_gpu=spec.scaling.use_gpu,

@@ -1,0 +1,129 @@
+"""The typed event protocol between a training run and whoever watches it.
+
+`python -m training` (its driver and its rank-0 worker) writes each event as one JSON line on
+stdout, `{"tuneserve_event": {...}}`; the job service reads them from the Ray Job's log
+(service/jobs/follow.py) and `tuneserve finetune` from the run's output (service/cli/). Both
+parse with `parse`, so a field is named in one place. Light: no torch, no ray.
+
+A run that refuses its spec or its data emits a `Failure` and exits with EXIT_BAD_INPUT.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+MARKER = '{"tuneserve_event"'
+# `python -m training`'s exit status when its spec or its data was refused (a Failure event
+# says which): the job failed because of its input, not because training broke
+EXIT_BAD_INPUT = 2
+
+
+class _Event(BaseModel):
+    # a newer run may add fields: an older reader keeps what it knows
+    model_config = ConfigDict(extra="ignore")
+
+
+class Progress(_Event):
+    """Training steps done so far, every `log_every_steps`."""
+
+    type: Literal["progress"] = "progress"
+    step: int
+    total_steps: int
+    epoch: int
+    loss: float
+    learning_rate: float
+    samples_per_s: float
+    tokens_per_s: float
+    tokens: int = Field(description="tokens trained since this attempt started")
+    eta_s: float | None = None
+
+
+class _Scored(_Event):
+    step: int
+    epoch: int
+    loss: float | None = Field(None, description="training loss at this step")
+    metrics: dict[str, float] = Field(description="validation metrics: accuracy, f1, ...")
+    workers: int = 1
+    resumed_from_step: int = 0
+    train_samples_per_s: float | None = None
+
+    def flat(self) -> dict:
+        """step, epoch, loss, the metrics and the run's facts in one mapping (the job API's
+        event `data` and checkpoint `metrics`)."""
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "loss": self.loss,
+            **self.metrics,
+            "resumed_from_step": self.resumed_from_step,
+            "workers": self.workers,
+            "train_samples_per_s": self.train_samples_per_s,
+        }
+
+
+class Evaluation(_Scored):
+    """The validation metrics at a step (and the training loss there)."""
+
+    type: Literal["metrics"] = "metrics"
+
+
+class Checkpoint(_Scored):
+    """A checkpoint was saved with these metrics."""
+
+    type: Literal["checkpoint"] = "checkpoint"
+
+
+class Message(_Event):
+    type: Literal["message"] = "message"
+    level: Literal["info", "warn", "error"] = "info"
+    message: str
+
+
+class Failure(_Event):
+    """The run refused its input; `message` names the field, or the file and lines."""
+
+    type: Literal["failure"] = "failure"
+    code: Literal["invalid_spec", "invalid_training_file"]
+    message: str
+
+
+class Result(_Event):
+    """The run finished: what it exported, and the metrics of the checkpoint it chose."""
+
+    type: Literal["result"] = "result"
+    run_id: str
+    step: int
+    metrics: dict[str, float]
+    model: str | None = None
+    precision: str | None = None
+
+
+Event = Annotated[
+    Progress | Evaluation | Checkpoint | Message | Failure | Result, Field(discriminator="type")
+]
+_EVENT: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def emit(event: _Event) -> None:
+    """Write one event line on stdout, flushed (Ray forwards a worker's stdout to its job log)."""
+    print(f"{MARKER}: {event.model_dump_json()}}}", flush=True)
+
+
+def parse(text: str) -> list[Event]:
+    """The events in a chunk of output, in order. Ray prefixes a worker's lines with its name
+    and may append "[repeated 2x ...]"; a line that is not an event is skipped."""
+    decoder = json.JSONDecoder()
+    out: list[Event] = []
+    for line in text.splitlines():
+        at = line.find(MARKER)
+        if at < 0:
+            continue
+        try:
+            obj, _ = decoder.raw_decode(line, at)
+            out.append(_EVENT.validate_python(obj["tuneserve_event"]))
+        except (json.JSONDecodeError, ValidationError, KeyError, TypeError):
+            continue  # not one of ours after all, or from a newer protocol we cannot read
+    return out

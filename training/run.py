@@ -1,0 +1,153 @@
+"""A run from its spec to a served model: prepare (training/prepare.py), train on Ray Train
+(training/loop.py), export the best checkpoint (training/export.py) into the model store."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig
+
+from training import artifacts, events
+from training.checkpoints import HF_DIR, history
+from training.config import FinetuneSpec, PretrainSpec
+from training.export import export_encoder, export_finetuned
+from training.loop import fit
+from training.prepare import prepare
+from training.tasks import load_tokenizer, make_task, task_class
+
+Spec = PretrainSpec | FinetuneSpec
+
+
+def run(
+    spec: Spec, home: str | Path, *, replace_model: bool = False, ray_address: str | None = None
+) -> dict:
+    """Prepare, train (resuming a run of the same id), export. Returns a summary."""
+    import ray
+
+    home = Path(home).resolve()
+    runs = home / "runs"
+    inputs = runs / spec.run_id / "inputs"
+    inputs.parent.mkdir(parents=True, exist_ok=True)
+    info = prepare(spec, home, inputs)
+    events.emit(events.Message(message=f"prepared {info['train_items']} training items"))
+    if not ray.is_initialized():
+        # the job service names its cluster; Ray Jobs also sets RAY_ADDRESS
+        address = ray_address or os.environ.get("RAY_ADDRESS")
+        # a Ray of its own needs no dashboard (nor the fixed port its agent would take)
+        if address:
+            ray.init(address=address)
+        else:
+            ray.init(include_dashboard=False)
+    cls = task_class(spec.task)
+    result = fit(spec, inputs, runs, metric=cls.metric, mode=cls.mode)
+    if result.error:
+        raise result.error
+    best, best_metrics = _best(result, cls.metric, cls.mode)
+    with result.checkpoint.as_directory() as d:
+        evaluations = history(Path(d))
+    summary = {
+        "run_id": spec.run_id,
+        "metrics": best_metrics,
+        "final": result.metrics,
+        "checkpoint": best.path,
+        "history": evaluations,
+    }
+    if spec.export:
+        with best.as_directory() as d:
+            manifest = export_run(
+                spec, home, inputs, Path(d), info, best_metrics, replace=replace_model
+            )
+        summary.update(model=manifest.id, precision=manifest.precision, parity=manifest.parity)
+    events.emit(
+        events.Result(
+            run_id=spec.run_id,
+            step=best_metrics["step"],
+            metrics=_scores(best_metrics),
+            model=summary.get("model"),
+            precision=summary.get("precision"),
+        )
+    )
+    return summary
+
+
+def _best(result, metric: str, mode: str):
+    """The best checkpoint by the task's metric; on a tie, the later one (it trained longer)."""
+    sign = 1 if mode == "max" else -1
+    ranked = sorted(
+        result.best_checkpoints or [(result.checkpoint, result.metrics)],
+        key=lambda cm: (sign * cm[1][metric], cm[1]["step"]),
+    )
+    return ranked[-1]
+
+
+# what a run's metrics record besides the validation scores
+RUN_FACTS = {"step", "epoch", "workers", "resumed_from_step", "train_samples_per_s", "loss"}
+
+
+def _scores(metrics: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if k not in RUN_FACTS and v is not None}
+
+
+def export_run(
+    spec: Spec,
+    home: Path,
+    inputs: Path,
+    best_dir: Path,
+    info: dict,
+    metrics: dict,
+    *,
+    replace=False,
+) -> artifacts.Manifest:
+    """Export a checkpoint: a masked-lm run as an encoder, a fine-tune with its head."""
+    hf = best_dir / HF_DIR
+    hp = spec.hyperparameters
+    tok = load_tokenizer(inputs / "tokenizer", hp.max_seq_length)
+    task = make_task(spec, tok, info["labels"])
+    model: Any = task.build_model(hf).eval()  # an HF model: save_pretrained, base_model_prefix
+    extras = {
+        "base": info["base"],
+        "source": info["source"],
+        "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
+        "spec": json.loads(spec.model_dump_json()),
+        "dataset_sha256": info["dataset_sha256"],
+        "run_id": spec.run_id,
+    }
+    if not task.output_names:
+        # the product of pretraining is an encoder: exported as a base for later fine-tunes
+        with tempfile.TemporaryDirectory() as tmp:
+            getattr(model, model.base_model_prefix).save_pretrained(tmp)
+            for f in (inputs / "tokenizer").iterdir():
+                (Path(tmp) / f.name).write_bytes(f.read_bytes())
+            return export_encoder(
+                tmp,
+                home,
+                spec.model_id,
+                max_seq_length=hp.max_seq_length,
+                replace=replace,
+                **extras,
+            )
+    qa = {"doc_stride": hp.doc_stride, "max_answer_length": hp.max_answer_length}
+    manifest = artifacts.Manifest(
+        id=spec.model_id,
+        task=spec.task,
+        labels=info["labels"],
+        max_seq_length=hp.max_seq_length,
+        hidden_size=AutoConfig.from_pretrained(str(hf)).hidden_size,
+        **extras,
+        **(qa if spec.task == "extractive-qa" else {}),
+    )
+    prepared = torch.load(inputs / "prepared.pt", weights_only=False)
+    return export_finetuned(
+        model,
+        task.output_names,
+        inputs / "tokenizer",
+        home,
+        manifest,
+        validate=task.onnx_metric(prepared["eval"]),
+        replace=replace,
+    )
