@@ -26,27 +26,13 @@ from dataclasses import dataclass
 
 from sqlalchemy import select, update
 
-from service.db import ApiKey, Database, newest_first, now
-from service.errors import NotFound, ServiceError
+from service.db import ApiKey, Database, now, page
+from service.errors import NotFound, Unauthorized
 
 KEY_PREFIX = "ts-"
 # how long a replica trusts what it read: a key it has seen, or "auth is off". A key revoked
 # through this replica stops at once (the replica forgets it); through another, within this.
 CACHE_S = 2.0
-
-
-class Unauthorized(ServiceError):
-    status = 401
-    type = "invalid_api_key"
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.headers = {"WWW-Authenticate": 'Bearer realm="tuneserve"'}
-
-
-class Forbidden(ServiceError):
-    status = 403
-    type = "permission_denied"
 
 
 @dataclass(frozen=True)
@@ -88,14 +74,7 @@ def create_key(db: Database, tenant: str) -> tuple[ApiKey, str]:
 
 def list_keys(db: Database, *, after: str | None = None, limit: int = 20):
     with db.session() as s:
-        before = None
-        if after:
-            before = s.scalar(select(ApiKey.seq).where(ApiKey.id == after))
-            if before is None:
-                raise NotFound(f"no key {after!r}", param="after")
-        rows, more = newest_first(s, select(ApiKey), ApiKey, limit, before)
-        s.expunge_all()
-        return rows, more
+        return page(s, select(ApiKey), ApiKey, limit, after)
 
 
 def revoke_key(db: Database, key_id: str) -> ApiKey:
@@ -108,17 +87,6 @@ def revoke_key(db: Database, key_id: str) -> ApiKey:
             row.revoked_at = now()
         s.expunge(row)
         return row
-
-
-def view(row: ApiKey) -> dict:
-    return {
-        "object": "api_key",
-        "id": row.id,
-        "tenant": row.tenant,
-        "hint": row.hint + "...",
-        "created_at": row.created_at,
-        "revoked_at": row.revoked_at,
-    }
 
 
 class Authenticator:
@@ -141,29 +109,28 @@ class Authenticator:
             self._seen.clear()
             self._any_keys = None
 
-    def _fresh(self, entry) -> bool:
-        return entry is not None and time.monotonic() - entry[0] < CACHE_S
+    @staticmethod
+    def _fresh(read_at: float) -> bool:
+        return time.monotonic() - read_at < CACHE_S
 
     def cached(self, authorization: str | None) -> Principal | None:
-        enabled = True if self._admin_hash else None
-        if enabled is None:
+        if not self._admin_hash:  # on only while a key exists: is one known to exist?
             with self._lock:
-                entry = self._any_keys
-            if not self._fresh(entry):
+                any_keys = self._any_keys
+            if any_keys is None or not self._fresh(any_keys[0]):
                 return None
-            enabled = entry[1]
-        if not enabled:
-            return OPEN
+            if not any_keys[1]:
+                return OPEN
         digest = self._digest(authorization)
         if self._admin_hash and hmac.compare_digest(digest, self._admin_hash):
             return ADMIN
         with self._lock:
-            entry = self._seen.get(digest)
-        if not self._fresh(entry):
+            seen = self._seen.get(digest)
+        if seen is None or not self._fresh(seen[0]):
             return None
-        if entry[1] is None:
+        if seen[1] is None:
             raise Unauthorized("this API key is not valid (unknown or revoked)")
-        return entry[1]
+        return seen[1]
 
     def principal(self, authorization: str | None) -> Principal:
         """Who the header says the caller is; Unauthorized when auth is on and it says no one.

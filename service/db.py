@@ -10,10 +10,12 @@ row records where a model came from, the store is what serves it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,8 +32,10 @@ from sqlalchemy import (
     event,
     text,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from service.errors import NotFound
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Serializes migrations on PostgreSQL between replicas starting at once (any fixed number).
@@ -89,7 +93,6 @@ class Job(Base):
     started_at: Mapped[int | None] = mapped_column(BigInteger)
     finished_at: Mapped[int | None] = mapped_column(BigInteger)
     estimated_finish: Mapped[int | None] = mapped_column(BigInteger)
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     # the Ray job running it: one submission per attempt, all resuming the same Train run
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     ray_job_id: Mapped[str | None] = mapped_column(String(128))
@@ -100,6 +103,7 @@ class Job(Base):
 
 class JobEvent(Base):
     __tablename__ = "job_events"
+    public_prefix: ClassVar[str] = "ftevent-"  # its public id: the prefix and its seq
     __table_args__ = (Index("ix_job_events_job_key", "job_id", "key", unique=True),)
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -114,6 +118,7 @@ class JobEvent(Base):
 
 class JobCheckpoint(Base):
     __tablename__ = "job_checkpoints"
+    public_prefix: ClassVar[str] = "ftckpt-"
     __table_args__ = (Index("ix_job_checkpoints_job_step", "job_id", "step", unique=True),)
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -157,17 +162,37 @@ class ApiKey(Base):
     revoked_at: Mapped[int | None] = mapped_column(BigInteger)
 
 
-def newest_first(s: Session, query, model, limit: int, before_seq: int | None = None):
-    """One page of `query` over `model`, newest first, starting below `before_seq`; returns
-    (rows, has_more). Every list of the API pages this way."""
-    if before_seq is not None:
-        query = query.where(model.seq < before_seq)
+def changed(s: Session, statement) -> int:
+    """Run an UPDATE and return how many rows it changed (a conditional update moved a row
+    only if its condition still held)."""
+    result: CursorResult = s.execute(statement)  # type: ignore[assignment]  # an UPDATE's result is a cursor
+    return result.rowcount
+
+
+def page(s: Session, query, model, limit: int, after: str | None = None) -> tuple[list, bool]:
+    """One page of `query` (rows of `model`), newest first, after the row whose public id is
+    `after`; returns (rows, has_more). Every list of the API pages here. The `after` row is
+    looked up through `query` itself, so a row the caller may not see is as unknown as one
+    that does not exist."""
+    if after is not None:
+        query = query.where(model.seq < _cursor(s, query, model, after))
     rows = list(s.scalars(query.order_by(model.seq.desc()).limit(limit + 1)))
     return rows[:limit], len(rows) > limit
 
 
-def default_url(home: Path) -> str:
-    return f"sqlite:///{Path(home).resolve() / 'tuneserve.db'}"
+def _cursor(s: Session, query, model, after: str) -> int:
+    prefix = getattr(model, "public_prefix", None)
+    if prefix is None:  # rows with an id of their own
+        seq = s.scalar(query.with_only_columns(model.seq).where(model.id == after))
+    else:  # rows whose public id is a prefix and their seq
+        n = after.removeprefix(prefix)
+        ok = after.startswith(prefix) and n.isdigit()
+        seq = (
+            s.scalar(query.with_only_columns(model.seq).where(model.seq == int(n))) if ok else None
+        )
+    if seq is None:  # unknown, or in a list the caller may not see: the same answer
+        raise NotFound(f"`after`: no {after!r} in this list", param="after")
+    return seq
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -199,12 +224,29 @@ class Database:
                 connect_args={"connect_timeout": connect_timeout_s},
             )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._migrated = False
+        self._migrate_lock = threading.Lock()
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
         """A transaction: committed when the block ends, rolled back if it raises."""
         with self._sessions() as s, s.begin():
             yield s
+
+    def ready(self) -> Database:
+        """This database, migrated on first use: not at start, so that a database that is down
+        when the service starts fails the requests that need it (503) and nothing else."""
+        if not self._migrated:
+            with self._migrate_lock:
+                if not self._migrated:
+                    self.upgrade()
+                    self._migrated = True
+        return self
+
+    async def call(self, fn: Callable, *args, **kwargs):
+        """`fn(database, *args, **kwargs)` in a worker thread, the database migrated first:
+        how the request path reaches the database without blocking its event loop."""
+        return await asyncio.to_thread(lambda: fn(self.ready(), *args, **kwargs))
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

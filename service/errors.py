@@ -1,21 +1,12 @@
-"""Domain errors and the one table that gives each its HTTP status and error body.
-
-Every error a client sees has the shape ``{"error": {"type", "message", "param"}}``, request
-validation (422) and malformed JSON (400) included, so a client needs one parser.
+"""Domain errors: each class is one row of the table that gives an error its HTTP status and
+its `type`. Every error a client sees has the shape ``{"error": {"type", "message", "param"}}``
+(`error_body`), request validation (422) and malformed JSON (400) included, so a client needs
+one parser; api/app.py installs the handlers that write it.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-log = logging.getLogger(__name__)
 
 
 class ServiceError(Exception):
@@ -28,6 +19,25 @@ class ServiceError(Exception):
         super().__init__(message)
         self.message = message
         self.param = param
+        self.headers: dict[str, str] | None = None
+
+
+class Unauthorized(ServiceError):
+    """Authentication is on and the key is missing, unknown or revoked."""
+
+    status = 401
+    type = "invalid_api_key"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.headers = {"WWW-Authenticate": 'Bearer realm="tuneserve"'}
+
+
+class Forbidden(ServiceError):
+    """A tenant's key where only the admin key may act."""
+
+    status = 403
+    type = "permission_denied"
 
 
 class InvalidRequest(ServiceError):
@@ -116,64 +126,3 @@ class Overloaded(RetryLater):
 
 def error_body(type_: str, message: str, param: str | None = None) -> dict[str, Any]:
     return {"error": {"type": type_, "message": message, "param": param}}
-
-
-def _param(loc: tuple) -> str | None:
-    # ("body", "inputs", 3) -> "inputs[3]"; the leading "body"/"query" says nothing useful
-    parts = [p for p in loc if p not in ("body", "query", "path", "header")]
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out or None
-
-
-def _validation_response(exc: RequestValidationError) -> JSONResponse:
-    errors = exc.errors()
-    first = errors[0] if errors else {"msg": "invalid request", "loc": ()}
-    if first.get("type") == "json_invalid":
-        return JSONResponse(
-            error_body("invalid_json", f"the body is not valid JSON: {first.get('msg')}"), 400
-        )
-    param = _param(tuple(first.get("loc", ())))
-    msg = first.get("msg", "invalid value")
-    message = f"{param}: {msg}" if param else msg
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
-    return JSONResponse(error_body("validation_error", message, param), 422)
-
-
-def install(app: FastAPI) -> None:
-    """Route every exception the app can raise through the one error body."""
-
-    @app.exception_handler(ServiceError)
-    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse(
-            error_body(exc.type, exc.message, exc.param),
-            exc.status,
-            headers=getattr(exc, "headers", None),
-        )
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _validation_response(exc)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(kind, str(exc.detail)), exc.status_code)
-
-    @app.exception_handler(OperationalError)
-    async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
-        log.error("database error: %s", type(exc.orig).__name__ if exc.orig else exc)
-        return JSONResponse(
-            error_body("service_unavailable", "the database cannot be reached; retry shortly"),
-            503,
-            headers={"Retry-After": "5"},
-        )
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return JSONResponse(
-            error_body("internal_error", "the server failed to handle this request"), 500
-        )

@@ -16,18 +16,12 @@ from typing import BinaryIO
 
 from sqlalchemy import select
 
-from service.db import Database, File, Job, newest_first, now
+from service.db import Database, File, Job, now, page
 from service.errors import Conflict, InvalidRequest, NotFound, TooLarge
 from training import data
+from training.config import PURPOSES
 
-PURPOSES = ("fine-tune", "pretrain")
-# the task a file of each format trains, when a job does not name one
-TASK_OF_FORMAT = {
-    "classification": "text-classification",
-    "squad": "extractive-qa",
-    "corpus": "masked-lm",
-}
-ACTIVE = ("validating_files", "queued", "running")
+ACTIVE = ("validating_files", "queued", "running")  # a job in these may still read its files
 _CHUNK = 1 << 20
 
 
@@ -128,24 +122,6 @@ def store(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def view(f: File) -> dict:
-    """The OpenAI file object, plus what validation found."""
-    return {
-        "id": f.id,
-        "object": "file",
-        "bytes": f.bytes,
-        "created_at": f.created_at,
-        "filename": f.filename,
-        "purpose": f.purpose,
-        "status": "processed",
-        "status_details": None,
-        "format": f.format,
-        "rows": f.rows,
-        "labels": f.labels,
-        "sha256": f.sha256,
-    }
-
-
 def get(db: Database, file_id: str, tenant: str | None = None) -> File:
     with db.session() as s:
         f = s.scalar(select(File).where(File.id == file_id, File.deleted.is_(False)))
@@ -169,12 +145,7 @@ def listing(
     if purpose:
         q = q.where(File.purpose == purpose)
     with db.session() as s:
-        cursor = None
-        if after:
-            cursor = s.scalar(select(File.seq).where(File.id == after))
-            if cursor is None:
-                raise InvalidRequest(f"`after`: no file {after!r}", param="after")
-        return newest_first(s, q, File, limit, cursor)
+        return page(s, q, File, limit, after)
 
 
 def delete(db: Database, file_id: str, tenant: str | None = None) -> None:

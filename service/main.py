@@ -1,12 +1,16 @@
-"""The Ray Serve application builder: `import_path: service.main:build_app` in
-deploy/serve_config.yaml, and what `tuneserve run` deploys."""
+"""The Ray Serve application: `build_app` is the `import_path` of deploy/serve_config.yaml
+(`service.main:build_app`) and what `tuneserve run` deploys."""
 
 from __future__ import annotations
 
+import hashlib
+
+from ray import serve
 from ray.serve import Application
 
-from service.api import Ingress
-from service.deployments import JobRunnerServer, ModelServer
+from service.api.ingress import Ingress
+from service.deployments.jobs import JobRunnerServer
+from service.deployments.models import ModelServer
 from service.settings import Settings
 
 # a resource only Ray's head node has (Ray's own singletons are placed with it)
@@ -27,7 +31,7 @@ def build_app(args: dict | None = None) -> Application:
         }
     else:
         scaling = {"num_replicas": settings.model_replicas}
-    models = ModelServer.options(
+    models = ModelServer.options(  # type: ignore[attr-defined]  # @serve.deployment made it a Deployment
         **scaling,
         ray_actor_options={"num_cpus": settings.model_replica_cpus},
         max_ongoing_requests=settings.model_max_ongoing,
@@ -44,44 +48,50 @@ def build_app(args: dict | None = None) -> Application:
     # The ingress and the job runner hold no CPUs and live on the head node: the one Ray
     # node that is always there (on Kubernetes, worker pods come and go with autoscaling).
     on_head = {"num_cpus": 0, "resources": {HEAD_NODE: 0.001}}
-    runner = JobRunnerServer.options(ray_actor_options=on_head).bind(
+    runner = JobRunnerServer.options(ray_actor_options=on_head).bind(  # type: ignore[attr-defined]  # a Deployment
         str(settings.home),
         settings.shared_db_url(),
         max_running=settings.max_running_jobs,
         poll_s=settings.jobs_poll_s,
         address=settings.jobs_address,
     )
-    return Ingress.options(
+    key = settings.admin_key
+    return Ingress.options(  # type: ignore[attr-defined]  # @serve.deployment made it a Deployment
         ray_actor_options=on_head,
         max_ongoing_requests=settings.ingress_max_ongoing,
         max_queued_requests=settings.ingress_max_queued,
     ).bind(
         models,
         runner,
-        str(settings.home),
-        _ingress_settings(settings),
+        ingress_settings(settings),
+        hashlib.sha256(key.encode()).hexdigest() if key else None,
     )
 
 
-def _ingress_settings(settings: Settings) -> dict:
-    """What the ingress is given: the settings, with the admin key replaced by its SHA-256 and
-    the database password masked (deployment arguments are kept by Serve's controller; a
-    secret must not be)."""
-    import hashlib
-
-    args = settings.app_args()
-    key = args.pop("admin_key", None)
+def ingress_settings(settings: Settings) -> dict:
+    """The settings the ingress is given, whole, but without a secret: Serve's controller
+    keeps deployment arguments (in Ray's GCS, shown by its dashboard), so the admin key is
+    left out (the ingress gets its SHA-256) and the database password masked (each replica
+    reads it from its own environment, settings.replica_db_url)."""
     return {
-        **args,
+        **settings.app_args(),
+        "admin_key": None,
         "database_url": settings.shared_db_url() if settings.database_url else None,
-        "db_url": settings.shared_db_url(),
-        "admin_key_sha256": hashlib.sha256(key.encode()).hexdigest() if key else None,
     }
 
 
 def deploy(settings: Settings, *, name: str = "tuneserve", route_prefix: str = "/") -> None:
     """Start Serve's HTTP proxy on the configured address and deploy the application."""
-    from ray import serve
-
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(build_app(settings.app_args()), name=name, route_prefix=route_prefix, blocking=False)
+
+
+def shutdown() -> None:
+    """Stop Serve and the Ray this process joined or started."""
+    import ray
+
+    if ray.is_initialized():
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()

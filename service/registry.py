@@ -2,6 +2,7 @@
 
 The registry reads the model store (`training.artifacts`). A manifest is cached by its file's
 modification time, so a new or replaced model is seen on the next request without a redeploy.
+Who may use a model is tenancy.py's business, not this module's.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.errors import InvalidRequest, ModelNotFound, WrongTask
-from service.schemas import Endpoint, ModelView
 from training import artifacts
 from training.artifacts import Manifest
 
@@ -19,7 +19,7 @@ from training.artifacts import Manifest
 BASE_MODEL_ID = "base"
 
 # Which endpoints a model's head serves. An encoder serves both, zero-shot.
-ENDPOINTS: dict[str, list[Endpoint]] = {
+ENDPOINTS: dict[str, list[str]] = {
     "feature-extraction": ["text-classification", "extractive-qa"],
     "text-classification": ["text-classification"],
     "extractive-qa": ["extractive-qa"],
@@ -62,20 +62,14 @@ class Registry:
         return manifest
 
     def resolve(self, model_id: str) -> ResolvedModel:
-        """The model named `model_id`, or ModelNotFound saying which ids exist."""
-        stored = self._stored_id(model_id)
+        """The model named `model_id`, or ModelNotFound (which names no other model)."""
         try:
-            folder = artifacts.model_dir(self.home, stored)
+            folder = artifacts.model_dir(self.home, self._stored_id(model_id))
         except ValueError as exc:
             raise ModelNotFound(str(exc), param="model") from None
         manifest = self._manifest(folder)
         if manifest is None:
-            known = ", ".join(sorted(m.id for m in self.list())) or "none"
-            raise ModelNotFound(
-                f"model {model_id!r} does not exist; available models: {known} "
-                "(GET /v1/models lists them)",
-                param="model",
-            )
+            raise ModelNotFound(f"model {model_id!r} does not exist", param="model")
         return ResolvedModel(id=model_id, folder=folder, manifest=manifest)
 
     def list(self) -> list[Manifest]:
@@ -86,47 +80,27 @@ class Registry:
             found.append(manifest)
         return sorted(found, key=lambda m: (m.id != BASE_MODEL_ID, m.id))
 
-    def for_endpoint(
-        self, model_id: str, endpoint: Endpoint, *, labels: list[str] | None = None
-    ) -> ResolvedModel:
-        """Resolve a model for an endpoint; refuse a task mismatch or a misuse of `labels`."""
-        model = self.resolve(model_id)
-        served = ENDPOINTS.get(model.manifest.task, [])
-        if endpoint not in served:
-            raise WrongTask(
-                f"model {model_id!r} is a {model.manifest.task} model and cannot serve "
-                f"{endpoint}; use a model whose task is {endpoint}",
-                param="model",
-            )
-        if endpoint == "text-classification":
-            if model.zero_shot and labels is None:
-                raise InvalidRequest(
-                    f"model {model_id!r} is a base encoder: classification with it is zero-shot "
-                    "and needs `labels`, the candidate labels (2-32)",
-                    param="labels",
-                )
-            if not model.zero_shot and labels is not None:
-                raise InvalidRequest(
-                    f"model {model_id!r} was fine-tuned with its own labels "
-                    f"{model.manifest.labels}; remove `labels` from the request",
-                    param="labels",
-                )
-        return model
 
-
-def view(manifest: Manifest) -> ModelView:
-    return ModelView(
-        id=manifest.id,
-        task=manifest.task,
-        endpoints=ENDPOINTS.get(manifest.task, []),
-        zero_shot=manifest.task == "feature-extraction",
-        base=manifest.base,
-        labels=manifest.labels,
-        precision=manifest.precision,
-        metrics={
-            k: v
-            for k, v in manifest.metrics.items()
-            if k not in ("step", "epoch", "workers", "resumed_from_step")
-        },
-        created_at=manifest.created_at,
-    )
+def check_endpoint(model: ResolvedModel, endpoint: str, labels: list[str] | None = None) -> None:
+    """Refuse a model for an endpoint its task does not serve, and a misuse of `labels`."""
+    task = model.manifest.task
+    if endpoint not in ENDPOINTS.get(task, []):
+        raise WrongTask(
+            f"model {model.id!r} is a {task} model and cannot serve {endpoint}; use a model "
+            f"whose task is {endpoint}",
+            param="model",
+        )
+    if endpoint != "text-classification":
+        return
+    if model.zero_shot and labels is None:
+        raise InvalidRequest(
+            f"model {model.id!r} is a base encoder: classification with it is zero-shot "
+            "and needs `labels`, the candidate labels (2-32)",
+            param="labels",
+        )
+    if not model.zero_shot and labels is not None:
+        raise InvalidRequest(
+            f"model {model.id!r} was fine-tuned with its own labels "
+            f"{model.manifest.labels}; remove `labels` from the request",
+            param="labels",
+        )

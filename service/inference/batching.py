@@ -17,9 +17,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+# a text's estimated tokens are capped here (truncation and QA windows bound the real ones)
+MAX_ITEM_TOKENS = 1024
+
+
+def approx_tokens(texts: Sequence[str], max_tokens: int = MAX_ITEM_TOKENS) -> int:
+    """Tokens a request will take, estimated from characters (about 4 a token in English) and
+    capped per text by truncation; cheap enough to run before tokenizing."""
+    return sum(min(len(t) // 4 + 2, max_tokens) for t in texts)
 
 
 @dataclass
@@ -62,9 +71,6 @@ class Batcher:
         self._running = 0
         self._tasks: set[asyncio.Task] = set()
         self._kick_scheduled = False
-
-    def queued(self) -> int:
-        return len(self._queue)
 
     async def submit(self, key: Hashable, item: Any, tokens: int) -> Any:
         if self.max_queued is not None and len(self._queue) >= self.max_queued:

@@ -1,0 +1,136 @@
+"""Plain ASGI middleware, outermost first: request metrics, the API key, the body limit.
+
+Plain ASGI rather than `@app.middleware("http")`, whose response streaming costs about a
+millisecond a request; and because the key and the size must be checked before any body is
+read, which a FastAPI dependency cannot do (FastAPI reads a form body before dependencies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+
+from service.deployments.metrics import IngressMetrics
+from service.errors import ServiceError, TooLarge, Unavailable, error_body
+
+API_PREFIX = "/v1/"
+
+
+def api_path(scope) -> str | None:
+    """The path of an HTTP request within the app (without Serve's route prefix, the
+    `root_path`), when it is one of the API's (/v1/...); None for anything else."""
+    if scope["type"] != "http":
+        return None
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path if path.startswith(API_PREFIX) else None
+
+
+def error_response(exc: ServiceError) -> JSONResponse:
+    return JSONResponse(
+        error_body(exc.type, exc.message, exc.param), exc.status, headers=exc.headers
+    )
+
+
+class RequestMetrics:
+    """Counts /v1/ requests by route, model and status, and times them."""
+
+    def __init__(self, app):
+        self.app = app
+        self._metrics: IngressMetrics | None = None  # made in the replica, on first use
+
+    async def __call__(self, scope, receive, send):
+        if api_path(scope) is None:
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            if self._metrics is None:
+                self._metrics = IngressMetrics()
+            path = getattr(scope.get("route"), "path", "unmatched")
+            model = (scope.get("state") or {}).get("model_id", "")
+            self._metrics.requests.inc(tags={"route": path, "model": model, "status": str(status)})
+            self._metrics.latency.observe(time.perf_counter() - start, tags={"route": path})
+
+
+class Authenticate:
+    """Who calls, from the API key, before anything else is done for the request: without a
+    valid key a caller learns nothing, not even the schema's errors, and no body is read."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if api_path(scope) is None:
+            return await self.app(scope, receive, send)
+        auth = scope["app"].state.context.auth
+        header = dict(scope.get("headers") or []).get(b"authorization")
+        header = header.decode("latin-1") if header is not None else None
+        try:
+            who = auth.cached(header)  # a key seen in the last seconds: no database
+            if who is None:
+                who = await asyncio.to_thread(auth.principal, header)
+        except ServiceError as exc:
+            return await error_response(exc)(scope, receive, send)
+        except OperationalError:
+            down = Unavailable("the database cannot be reached; retry shortly")
+            down.headers = {"Retry-After": "5"}
+            return await error_response(down)(scope, receive, send)
+        scope.setdefault("state", {})["caller"] = who
+        return await self.app(scope, receive, send)
+
+
+class LimitBody:
+    """Refuses a request body over its limit with 413: by its Content-Length before reading,
+    or as soon as the bytes read pass the limit. Uploads have their own, larger limit."""
+
+    def __init__(self, app, *, max_bytes: int, upload_path: str, max_upload_bytes: int):
+        self.app = app
+        self.max_bytes, self.upload_path, self.max_upload_bytes = (
+            max_bytes,
+            upload_path,
+            max_upload_bytes,
+        )
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        upload = api_path(scope) == self.upload_path
+        # the multipart envelope around an upload is a little larger than the file
+        limit = self.max_upload_bytes + 65536 if upload else self.max_bytes
+        setting = "TUNESERVE_MAX_UPLOAD_BYTES" if upload else "TUNESERVE_MAX_REQUEST_BYTES"
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            too_large = TooLarge(
+                f"the request body is {int(declared)} bytes; the limit is "
+                f"{self.max_upload_bytes if upload else limit} (setting {setting})",
+                param="file" if upload else None,
+            )
+            return await error_response(too_large)(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise TooLarge(
+                    f"the request body passed {limit} bytes, the limit (setting {setting})",
+                    param="file" if upload else None,
+                )
+            return message
+
+        return await self.app(scope, counted, send)

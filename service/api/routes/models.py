@@ -1,0 +1,52 @@
+"""GET /v1/models and /v1/models/{id}: the models the caller may use."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter
+
+from service.api.deps import Caller, Ctx
+from service.jobs import store
+from service.registry import ENDPOINTS
+from service.schemas.models import ModelList, ModelView
+from training.artifacts import Manifest
+
+router = APIRouter(tags=["models"])
+log = logging.getLogger("ray.serve")
+# what a manifest's metrics record besides the validation scores
+_RUN_FACTS = ("step", "epoch", "workers", "resumed_from_step")
+
+
+def view(manifest: Manifest) -> ModelView:
+    return ModelView.model_validate(
+        {
+            "id": manifest.id,
+            "task": manifest.task,
+            "endpoints": ENDPOINTS.get(manifest.task, []),
+            "zero_shot": manifest.task == "feature-extraction",
+            "base": manifest.base,
+            "labels": manifest.labels,
+            "precision": manifest.precision,
+            "metrics": {k: v for k, v in manifest.metrics.items() if k not in _RUN_FACTS},
+            "created_at": manifest.created_at,
+        }
+    )
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def list_models(ctx: Ctx, who: Caller) -> ModelList:
+    models = ctx.registry.list()
+    shown = set(await ctx.tenancy.visible(who, [m.id for m in models]))
+    return ModelList(data=[view(m) for m in models if m.id in shown])
+
+
+@router.get("/v1/models/{model_id}", response_model=ModelView)
+async def get_model(ctx: Ctx, who: Caller, model_id: str) -> ModelView:
+    model = await ctx.tenancy.resolve(who, model_id)
+    shown = view(model.manifest.model_copy(update={"id": model_id}))
+    try:
+        shown.job = await ctx.db.call(store.lineage, model_id)
+    except Exception as exc:  # the model serves without its record; say nothing wrong
+        log.warning("no lineage for %s: %s", model_id, type(exc).__name__)
+    return shown

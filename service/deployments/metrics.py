@@ -1,0 +1,56 @@
+"""Our Prometheus metrics, made in the process that records them (Ray exports them with the
+prefix `ray_`, and the ingress's /metrics reads the node's exporter)."""
+
+from __future__ import annotations
+
+LATENCY_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+
+
+class ReplicaMetrics:
+    """A model replica's: time waiting for a batch, tokenizing, in ONNX Runtime, and the size
+    of each batch. Ray Serve adds its own (requests, latency, multiplexed-model loads, unloads
+    and lookups)."""
+
+    def __init__(self):
+        from ray.serve.metrics import Histogram
+
+        keys = ("model", "endpoint")
+
+        def hist(name: str, description: str, boundaries: list[float]) -> Histogram:
+            # Ray types tag_keys as a 1-tuple; a tuple of any length works
+            return Histogram(name, description=description, boundaries=boundaries, tag_keys=keys)  # type: ignore[arg-type]
+
+        self.queue = hist(
+            "tuneserve_queue_seconds", "time a request waited for its batch", LATENCY_S
+        )
+        self.tokenize = hist("tuneserve_tokenize_seconds", "tokenizing one batch", LATENCY_S)
+        self.inference = hist(
+            "tuneserve_inference_seconds", "ONNX Runtime time of one batch", LATENCY_S
+        )
+        self.batch_requests = hist(
+            "tuneserve_batch_requests", "requests in one batch", [1, 2, 4, 8, 16, 32, 64]
+        )
+        self.batch_tokens = hist(
+            "tuneserve_batch_tokens",
+            "estimated tokens in one batch",
+            [64, 256, 1024, 4096, 16384, 65536],
+        )
+
+
+class IngressMetrics:
+    """The ingress's: API requests by route, model and status, and their latency."""
+
+    def __init__(self):
+        from ray.serve.metrics import Counter, Histogram
+
+        self.requests = Counter(
+            "tuneserve_requests_total",
+            description="API requests by route, model and status",
+            tag_keys=("route", "model", "status"),  # type: ignore[arg-type]  # as above
+        )
+        self.latency = Histogram(
+            "tuneserve_request_seconds",
+            description="API request latency at the ingress",
+            boundaries=LATENCY_S,
+            tag_keys=("route",),
+        )

@@ -1,0 +1,153 @@
+"""A job request -> the training spec it runs: its task, its files checked against the task,
+its base model checked, "auto" values resolved, the whole spec validated before a row is
+written (an invalid field is a 422 naming it)."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from service.db import File
+from service.errors import InvalidRequest
+from service.registry import ResolvedModel
+from service.schemas.jobs import CreateJobRequest
+from training.config import SCRATCH, TASK_OF_FORMAT, TASKS, Hyperparameters, build_spec
+
+# "auto" epochs: enough passes to see about this many examples, within [1, 10]
+AUTO_EXAMPLES = 2000
+# hyperparameters the request may give that are fields of the spec itself
+SPEC_TOP_LEVEL = ("objective", "scratch_size", "vocab_size")
+
+
+@dataclass(frozen=True)
+class JobDefaults:
+    """What a job gets when its request does not say (settings)."""
+
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    use_gpu: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    task: str
+    spec: dict
+    hyperparameters: dict  # OpenAI's three, resolved (no "auto")
+    output_model: str
+    seed: int
+
+
+def auto_epochs(rows: int) -> int:
+    return max(1, min(10, math.ceil(AUTO_EXAMPLES / max(rows, 1))))
+
+
+def plan(
+    req: CreateJobRequest,
+    job_id: str,
+    train: File,
+    valid: File | None,
+    base: ResolvedModel | None,
+    defaults: JobDefaults,
+) -> Plan:
+    """The job's spec, or InvalidRequest / a 422 naming what to change. `base` is None when
+    the request starts from `scratch`."""
+    task = req.task or TASK_OF_FORMAT[train.format]
+    _check_files(task, train, valid)
+    base_id = _check_base(task, req.model, base)
+    hp = req.requested_hyperparameters()
+    n_epochs, batch_size, lr_mult = (
+        hp.pop("n_epochs"),
+        hp.pop("batch_size"),
+        hp.pop("learning_rate_multiplier"),
+    )
+    defaults_hp = Hyperparameters()
+    resolved = {
+        "n_epochs": auto_epochs(train.rows) if n_epochs == "auto" else n_epochs,
+        "batch_size": defaults_hp.batch_size if batch_size == "auto" else batch_size,
+        "learning_rate_multiplier": 1.0 if lr_mult == "auto" else lr_mult,
+    }
+    seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
+    output = f"ft:{req.model}:{req.suffix or ''}:{job_id[-8:]}"
+    top = {k: hp.pop(k) for k in SPEC_TOP_LEVEL if k in hp}
+    scaling = req.scaling
+    try:
+        spec = build_spec(
+            run_id=job_id,
+            task=task,
+            base_model=base_id,
+            train_file=train.path,
+            validation_file=valid.path if valid else None,
+            output_model_id=output,
+            hyperparameters={
+                **hp,
+                "epochs": resolved["n_epochs"],
+                "batch_size": resolved["batch_size"],
+                "learning_rate": defaults_hp.learning_rate * resolved["learning_rate_multiplier"],
+                "seed": seed,
+            },
+            scaling={
+                "num_workers": (scaling.num_workers if scaling else None) or defaults.workers,
+                "use_gpu": defaults.use_gpu
+                if scaling is None or scaling.use_gpu is None
+                else scaling.use_gpu,
+                "mixed_precision": scaling.mixed_precision if scaling else "no",
+                "cpus_per_worker": defaults.cpus_per_worker,
+            },
+            **top,
+        )
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+    return Plan(task, spec.model_dump(mode="json", exclude_unset=True), resolved, output, seed)
+
+
+def _check_files(task: str, train: File, valid: File | None) -> None:
+    info = TASKS[task]
+    for f, param in ((train, "training_file"), (valid, "validation_file")):
+        if f is None:
+            continue
+        if f.format != info.file_format:
+            raise InvalidRequest(
+                f"{param} {f.id} holds {f.format} data; a {task} job needs {info.file_format} data",
+                param=param,
+            )
+        if f.purpose != info.purpose:
+            raise InvalidRequest(
+                f"{param} {f.id} was uploaded with purpose {f.purpose!r}; a {task} job "
+                f"takes files uploaded with purpose {info.purpose!r}",
+                param=param,
+            )
+    if valid is not None and train.labels and valid.labels:
+        unknown = sorted(set(valid.labels) - set(train.labels))
+        if unknown:
+            raise InvalidRequest(
+                f"validation_file has labels the training file lacks: {unknown}",
+                param="validation_file",
+            )
+
+
+def _check_base(task: str, requested: str, base: ResolvedModel | None) -> str:
+    """The stored id of the model the job starts from."""
+    if base is None:
+        if task != "masked-lm":
+            raise InvalidRequest(
+                "only a masked-lm job starts from `scratch`; fine-tune an encoder", param="model"
+            )
+        return SCRATCH
+    if base.manifest.task != "feature-extraction":
+        raise InvalidRequest(
+            f"model {requested!r} is a {base.manifest.task} model; start from an encoder "
+            "(`base` or a masked-lm job's model)",
+            param="model",
+        )
+    return base.manifest.id
+
+
+def _invalid(exc: ValidationError) -> InvalidRequest:
+    err = exc.errors()[0]
+    loc = [str(x) for x in err["loc"][1:]]  # the first is the task, the union's tag
+    field = loc[-1] if loc else "spec"
+    param = "hyperparameters." + field if loc[:1] == ["hyperparameters"] else field
+    return InvalidRequest(f"{param}: {err['msg']}", param=param)

@@ -1,0 +1,35 @@
+"""/v1/models: what a model serves and where it came from."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Endpoint = Literal["text-classification", "extractive-qa"]
+
+
+class ModelView(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    task: str = Field(description="what the model's head computes")
+    endpoints: list[Endpoint] = Field(description="the tasks it serves: /v1/classify, /v1/qa")
+    zero_shot: bool = Field(description="a base encoder: classify needs `labels`")
+    base: str | None
+    labels: list[str]
+    precision: str
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="validation metrics of the checkpoint it was exported from",
+    )
+    created_at: datetime
+    job: dict | None = Field(
+        None,
+        description="for a model a job made: the job id, its base, the training data's sha256",
+    )
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelView]
