@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -21,11 +22,16 @@ import numpy as np
 import torch
 from transformers import AutoModel
 
-from service.runtime import EncoderModel
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.report import markdown_table
+from service.inference.models import EncoderModel
+from service.inference.session import Session
 from service.settings import Settings
 from training import artifacts
 from training.encoders import ensure_base
-from training.export import PARITY_TEXTS, MeanPooledEncoder, quantize_int8
+from training.export import PARITY_TEXTS, MeanPooledEncoder
+from training.onnx import quantize_int8
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -56,7 +62,7 @@ class Engines:
         self.onnx: dict[str, EncoderModel] = {}
         for precision in ("fp32", "int8"):
             m = manifest.model_copy(update={"precision": precision})
-            self.onnx[f"ort {precision}"] = EncoderModel(folder, m, threads=threads)
+            self.onnx[f"ort {precision}"] = EncoderModel(Session(folder, m, threads=threads))
         # for comparison only: int8 of the MatMuls alone, attention left in fp32 (the export's
         # quantize_attention=False), built beside the served graphs and not served
         alt = folder / "onnx" / "bench.int8-matmul-only.onnx"
@@ -68,8 +74,8 @@ class Engines:
                 "files": {**manifest.files, "onnx_int8": str(alt.relative_to(folder))},
             }
         )
-        self.onnx["ort int8 matmul-only*"] = EncoderModel(folder, m, threads=threads)
-        self.tokenizer = self.onnx["ort fp32"].tokenizer
+        self.onnx["ort int8 matmul-only*"] = EncoderModel(Session(folder, m, threads=threads))
+        self.tokenizer = self.onnx["ort fp32"].session.tokenizer
 
     def eager_run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         with torch.inference_mode():
@@ -124,13 +130,15 @@ def fixed_table(engines: Engines, seconds: float) -> list[dict]:
             want = engines.eager_run(feed)
             runs = {"eager fp32": lambda f=feed: engines.eager_run(f)}
             for name, model in engines.onnx.items():
-                runs[name] = lambda f=feed, s=model.session: s.run(None, f)
+                runs[name] = lambda f=feed, s=model.session.session: s.run(None, f)
             times = measure(engines, runs, seconds)
             base = statistics.median(times["eager fp32"])
             for name, ts in times.items():
                 med = statistics.median(ts)
                 out = (
-                    want if name == "eager fp32" else engines.onnx[name].session.run(None, feed)[0]
+                    want
+                    if name == "eager fp32"
+                    else engines.onnx[name].session.session.run(None, feed)[0]
                 )
                 rows.append(row(name, batch, length, med, base, out, want))
     return rows
@@ -173,16 +181,17 @@ def mixed_table(engines: Engines, seconds: float, batch: int = 32) -> list[dict]
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = [
-        "| engine | batch | seq len | seq/s | ms/call | vs eager | max abs diff | min cosine |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    columns = [
+        ("engine", "{engine}"),
+        ("batch", "{batch}"),
+        ("seq len", "{seq}"),
+        ("seq/s", "{seq_per_s:.1f}"),
+        ("ms/call", "{ms_per_call:.1f}"),
+        ("vs eager", "{speedup:.2f}x"),
+        ("max abs diff", "{max_abs:.1e}"),
+        ("min cosine", "{min_cos:.4f}"),
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['engine']} | {r['batch']} | {r['seq']} | {r['seq_per_s']:.1f} | "
-            f"{r['ms_per_call']:.1f} | {r['speedup']:.2f}x | {r['max_abs']:.1e} | {r['min_cos']:.4f} |"
-        )
-    return "\n".join(lines)
+    return markdown_table(columns, rows)
 
 
 def main() -> None:

@@ -25,32 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.serve import Connection, Server, free_port, load, texts
+from bench.load import Connection, Server, free_port, load, texts, tree_rss
 from training import artifacts
-
-
-def tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants (the service's Ray processes)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    total, todo, page = 0, [pid], os.sysconf("SC_PAGE_SIZE")
-    while todo:
-        p = todo.pop()
-        try:
-            with open(f"/proc/{p}/statm") as f:
-                total += int(f.read().split()[1]) * page
-        except (OSError, ValueError, IndexError):
-            pass
-        todo.extend(children.get(p, []))
-    return total
 
 
 async def steady(
@@ -120,8 +96,36 @@ def summarize(bucket: dict, window_s: float, rss: int) -> dict:
     }
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def judge(windows: list[dict]) -> tuple[bool, list[str]]:
+    """Whether a soak passed, and why: no errors, RSS grown less than 10% from the first window
+    to the last, and (judged where there are 6 windows or more) the p99 of the last third of
+    the windows no more than twice that of the first third, past the first window, which holds
+    the warm-up."""
+    errors = sum(w["errors"] for w in windows)
+    first, last = windows[0], windows[-1]
+    growth = (last["rss_mb"] - first["rss_mb"]) / first["rss_mb"]
+    p99s = [w["p99_ms"] for w in windows]
+    lines = [
+        f"soak: {len(windows)} windows, {errors} errors; p99 first {first['p99_ms']:.1f} ms, "
+        f"last {last['p99_ms']:.1f} ms, max {max(p99s):.1f} ms; RSS {first['rss_mb']:.0f} -> "
+        f"{last['rss_mb']:.0f} MB ({growth:+.1%})"
+    ]
+    stable = True
+    if len(windows) >= 6:
+        third = len(windows) // 3
+        early = statistics.median(p99s[1 : 1 + third])
+        late = statistics.median(p99s[-third:])
+        stable = late <= 2 * early
+        lines.append(
+            f"p99 median of the first third {early:.1f} ms, of the last third {late:.1f} ms"
+        )
+    else:
+        lines.append(f"p99 stability not judged: {len(windows)} windows, fewer than 6")
+    return errors == 0 and growth < 0.10 and stable, lines
+
+
+def _args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--home", type=Path, default=Path(".tuneserve"))
     p.add_argument(
         "--model",
@@ -134,73 +138,45 @@ def main() -> int:
     p.add_argument(
         "--capacity-s", type=float, default=8.0, help="seconds each of the 3 capacity runs"
     )
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def main() -> int:
+    args = _args()
     home = args.home.resolve()
     manifest = artifacts.read_manifest(artifacts.model_dir(home, args.model))
     # a base encoder classifies zero-shot: it needs candidate labels
     extra = {"labels": ["positive", "negative"]} if manifest.task == "feature-extraction" else {}
     port = free_port()
     env = {**os.environ, "TUNESERVE_HOME": str(home), "TUNESERVE_PORT": str(port)}
-    logs = home / "bench"
-    logs.mkdir(exist_ok=True)
-    server = Server(
-        [sys.executable, "-m", "service.cli", "run"],
-        env,
-        f"http://127.0.0.1:{port}/readyz",
-        logs / "soak.log",
-    )
+    (home / "bench").mkdir(exist_ok=True)
+    cmd = [sys.executable, "-m", "service.cli", "run"]
+    server = Server(cmd, env, f"http://127.0.0.1:{port}/readyz", home / "bench" / "soak.log")
     try:
         url = f"http://127.0.0.1:{port}/v1/classify"
         # the median of three short measurements: one can land in a lull of a shared machine
-        capacity = statistics.median(
-            asyncio.run(load(url, [args.model], 1, 32, args.capacity_s, texts(), extra))[
-                "requests_per_s"
-            ]
+        runs = [
+            asyncio.run(load(url, [args.model], 1, 32, args.capacity_s, texts(), extra))
             for _ in range(3)
-        )
-        rate = capacity * args.share
-        seconds = args.minutes * 60
+        ]
+        capacity = statistics.median(r["requests_per_s"] for r in runs)
+        rate, seconds = capacity * args.share, args.minutes * 60
         print(
             f"capacity {capacity:.1f} req/s at concurrency 32; soaking at {rate:.1f} req/s "
             f"({args.share:.0%}) for {seconds:.0f} s",
             flush=True,
         )
+        window = min(args.window, seconds / 2)
         windows = asyncio.run(
-            steady(
-                url,
-                args.model,
-                rate,
-                seconds,
-                min(args.window, seconds / 2),
-                server.proc.pid,
-                extra,
-            )
+            steady(url, args.model, rate, seconds, window, server.proc.pid, extra)
         )
     finally:
         server.stop()
-    errors = sum(w["errors"] for w in windows)
-    first, last = windows[0], windows[-1]
-    growth = (last["rss_mb"] - first["rss_mb"]) / first["rss_mb"]
-    p99s = [w["p99_ms"] for w in windows]
+    ok, lines = judge(windows)
+    print("\n" + "\n".join(lines))
     print(
-        f"\nsoak: {len(windows)} windows, {errors} errors; p99 first {first['p99_ms']:.1f} ms, "
-        f"last {last['p99_ms']:.1f} ms, max {max(p99s):.1f} ms; RSS {first['rss_mb']:.0f} -> "
-        f"{last['rss_mb']:.0f} MB ({growth:+.1%})"
+        f"idle keep-alive connections found closed by the server and reopened: {Connection.reconnects}"
     )
-    # p99 stable: the last third of the windows no slower than twice the first third (past
-    # the first window, which holds the warm-up); judged where there are 6 windows or more
-    stable = True
-    if len(windows) >= 6:
-        third = len(windows) // 3
-        early = statistics.median(p99s[1 : 1 + third])
-        late = statistics.median(p99s[-third:])
-        stable = late <= 2 * early
-        print(f"p99 median of the first third {early:.1f} ms, of the last third {late:.1f} ms")
-    print(
-        f"idle keep-alive connections found closed by the server and reopened: "
-        f"{Connection.reconnects}"
-    )
-    ok = errors == 0 and growth < 0.10 and stable
     print("PASS" if ok else "FAIL: errors, RSS grew 10% or more, or p99 more than doubled")
     return 0 if ok else 1
 

@@ -15,13 +15,14 @@ import argparse
 import json
 import os
 import random
+import shutil
 import time
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
-from service.cli import local_ray_env
+from service.cli.local_ray import local_ray_env
 from service.settings import Settings
 from training import artifacts
 from training.config import FinetuneSpec
@@ -60,7 +61,7 @@ def data_file(out: Path, rows: int) -> Path:
 
 def plain_loop(spec: FinetuneSpec, home: Path, threads: int) -> float:
     """The same model, batches and optimizer as the Ray loop, without Ray."""
-    from training.__main__ import read_data
+    from training.prepare import read_data
 
     torch.set_num_threads(threads)
     torch.manual_seed(spec.hyperparameters.seed)
@@ -126,7 +127,7 @@ def main() -> None:
     rows = [("plain PyTorch loop", 1, plain_loop(spec("plain", 1), home, cores))]
     import ray
 
-    from training.__main__ import run
+    from training.run import run
 
     ray.init(num_cpus=cores, include_dashboard=False, _node_ip_address="127.0.0.1")
     try:
@@ -142,16 +143,13 @@ def main() -> None:
             )
     finally:
         ray.shutdown()
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
-    base = rows[0][2]
     print(
         f"\n{args.steps} steps, batch {args.batch_size}/worker, length {args.max_length}, {cores} cores\n"
     )
     print("| loop | workers | samples/s | vs plain |\n|---|---:|---:|---:|")
     for name, workers, rate in rows:
-        print(f"| {name} | {workers} | {rate:.1f} | {rate / base:.2f}x |")
+        print(f"| {name} | {workers} | {rate:.1f} | {rate / rows[0][2]:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from service.runtime import DEFAULT_TEMPLATE, EncoderModel, zero_shot_scores
+from service.inference.models import DEFAULT_TEMPLATE, EncoderModel
+from service.inference.postprocess import zero_shot_scores
+from service.inference.session import Session
 from service.settings import Settings
 from training import artifacts
 from training.encoders import ensure_base
-from training.export import quantize_int8
+from training.onnx import quantize_int8
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 SETS = {
@@ -65,7 +67,7 @@ def main() -> int:
 
     results: dict[tuple[str, str, str], float] = {}
     for vname, m in variants.items():
-        model = EncoderModel(folder, m)
+        model = EncoderModel(Session(folder, m))
         for dname, (texts, y) in data.items():
             emb = model.embed(texts)
             for tpl in TEMPLATES:
@@ -74,6 +76,11 @@ def main() -> int:
                     (zero_shot_scores(emb, lab).argmax(1) == y).mean()
                 )
 
+    report(results, data, variants, manifest.precision)
+    return 0
+
+
+def report(results: dict, data: dict, variants: dict, served: str) -> None:
     print(
         f"Zero-shot accuracy, labels {LABELS} ({', '.join(f'{k}: {len(v[1])} rows' for k, v in data.items())})\n"
     )
@@ -92,9 +99,8 @@ def main() -> int:
     verdict = "within" if worst <= 0.01 else "NOT within"
     print(
         f"\nserved int8 vs fp32, default template: worst drop {100 * worst:.1f} points: {verdict} 1 point "
-        f"(manifest serves {manifest.precision})"
+        f"(manifest serves {served})"
     )
-    return 0
 
 
 if __name__ == "__main__":
