@@ -345,7 +345,7 @@ def test_the_image_base_is_the_ray_release_of_the_project():
 
 
 def test_the_pods_get_the_same_serve_switches_as_a_local_run(rendered):
-    from service.cli import SERVE_FAST_PATH
+    from service.cli.local_ray import SERVE_FAST_PATH
 
     for overlay in ("overlays/dev", "overlays/prod"):
         data = one(rendered[overlay], "ConfigMap", "tuneserve-settings")["data"]

@@ -98,7 +98,7 @@ def test_the_ingress_and_the_job_runner_live_on_the_head_node(tmp_path):
 
 
 def test_tuneserve_run_takes_its_defaults_from_the_serve_config(tmp_path):
-    from service.cli import serve_config_args
+    from service.cli.run import serve_config_args
 
     args = serve_config_args(CONFIG)
     app = yaml.safe_load(CONFIG.read_text())["applications"][0]

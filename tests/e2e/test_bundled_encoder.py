@@ -1,30 +1,21 @@
 """The real bundled encoder (all-MiniLM-L6-v2), imported and served as `make run` does."""
 
 import pytest
-from conftest import post
+from conftest import app_on_session, post
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def real_url(ray_session, service_url, tmp_path_factory):
-    from ray import serve
-
-    from service.cli import wait_ready
-    from service.main import build_app
-    from service.settings import Settings
     from training.encoders import ensure_base
 
     home = tmp_path_factory.mktemp("real-store")
     manifest, imported = ensure_base(home)
     assert imported and manifest.parity.mean_cosine["int8"] > 0.98
     assert ensure_base(home) == (manifest, False)  # a second import exports nothing
-    settings = Settings(home=home, model_replica_cpus=0.5)
-    serve.run(build_app(settings.app_args()), name="real", route_prefix="/real", blocking=False)
-    url = f"{service_url}/real"
-    wait_ready(url, timeout_s=120)
-    yield url
-    serve.delete("real")
+    with app_on_session(service_url, "real", home=home, model_replica_cpus=0.5) as url:
+        yield url
 
 
 def test_zero_shot_sentiment(real_url):

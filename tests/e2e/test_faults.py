@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import fresh_pg_database, replica_stats
+from conftest import app_on_session, fresh_pg_database, replica_stats
 from testdata import classification_file, copy_model
 
 from training import artifacts
@@ -50,30 +50,26 @@ def test_a_broken_artifact_is_a_503_naming_its_model_and_the_rest_serve(service_
 @pytest.fixture(scope="module")
 def no_database(ray_session, service_url, store):
     """An app whose database is a PostgreSQL port nothing listens on."""
-    from ray import serve
+    from service.cli.local_ray import free_port
 
-    from service.cli import free_port
-    from service.main import build_app
-    from service.settings import Settings
-
-    settings = Settings(
+    with app_on_session(
+        service_url,
+        "nodb",
+        wait=False,  # /readyz stays 503: the app is up when /healthz answers
         home=store,
         database_url=f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none",
         admin_key="fault-admin-key",
         model_replica_cpus=0.25,
-    )
-    serve.run(build_app(settings.app_args()), name="nodb", route_prefix="/nodb", blocking=False)
-    url = f"{service_url}/nodb"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # the app is up when /healthz answers
-        try:
-            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    yield url
-    serve.delete("nodb")
+    ) as url:
+        _until(lambda: True if _healthy(url) else None, 120, "/healthz")
+        yield url
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_an_unreachable_database_fails_readiness_and_its_requests_fast(no_database):
@@ -135,26 +131,25 @@ def _until(predicate, timeout_s: float, what: str):
 def database_behind_a_proxy(ray_session, service_url, store, pg_admin):
     """An app whose PostgreSQL is reached through tests/tcp_proxy.py: kill the proxy, and the
     database is gone for the service (connections reset, new ones refused)."""
-    from ray import serve
-
-    from service.cli import free_port
-    from service.main import build_app
-    from service.settings import Settings
+    from service.cli.local_ray import free_port
 
     port = free_port()
     proxy = {"proc": _start_proxy(port)}
-    with fresh_pg_database(pg_admin) as url:
-        settings = Settings(
+    with (
+        fresh_pg_database(pg_admin) as url,
+        app_on_session(
+            service_url,
+            "pgdrop",
+            wait=False,
             home=store,
             database_url=url.replace(":5432/", f":{port}/"),
             model_replica_cpus=0.25,
             jobs_poll_s=0.5,
-        )
-        serve.run(build_app(settings.app_args()), name="pgdrop", route_prefix="/pgdrop")
+        ) as app_url,
+    ):
         try:
-            yield f"{service_url}/pgdrop", port, proxy
+            yield app_url, port, proxy
         finally:
-            serve.delete("pgdrop")
             proxy["proc"].kill()
             proxy["proc"].wait(timeout=10)
 

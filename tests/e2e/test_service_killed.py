@@ -26,7 +26,7 @@ from conftest import fresh_pg_database, resumed_step, wait_for_checkpoint
 from sqlalchemy import func, select
 from testdata import classification_file
 
-from service.cli import free_port, wait_ready
+from service.cli.local_ray import free_port, wait_ready
 from service.db import Database, Job, Model
 
 pytestmark = pytest.mark.slow

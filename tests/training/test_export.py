@@ -6,15 +6,8 @@ import pytest
 import torch
 
 from training import artifacts
-from training.export import (
-    INPUT_NAMES,
-    MeanPooledEncoder,
-    encode,
-    export_encoder,
-    load_encoder,
-    load_tokenizer,
-    ort_session,
-)
+from training.export import MeanPooledEncoder, export_encoder, load_encoder
+from training.onnx import INPUT_NAMES, encode, load_tokenizer, session
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +58,7 @@ def test_dynamic_axes_match_pytorch_at_other_shapes(exported, batch, length):
     mask = np.ones_like(ids)
     mask[0, length // 2 :] = 0  # padding in one row
     feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-    got = ort_session(folder / manifest.onnx_file("fp32")).run(None, feed)[0]
+    got = session(folder / manifest.onnx_file("fp32")).run(None, feed)[0]
     with torch.no_grad():
         want = module(*(torch.from_numpy(feed[n]) for n in INPUT_NAMES)).numpy()
     assert got.shape == (batch, 32)
@@ -75,7 +68,7 @@ def test_dynamic_axes_match_pytorch_at_other_shapes(exported, batch, length):
 def test_embeddings_are_normalized(exported):
     folder, manifest = exported
     tok = load_tokenizer(folder / "tokenizer", 64)
-    out = ort_session(folder / manifest.onnx_file("fp32")).run(
+    out = session(folder / manifest.onnx_file("fp32")).run(
         None, encode(tok, ["a b c", "the film"])
     )[0]
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)

@@ -6,7 +6,7 @@ import urllib.request
 import pytest
 from conftest import get, post
 
-from service.runtime import load_model
+from service.inference.models import load_model
 from training import artifacts
 
 CONTEXT = (
@@ -184,6 +184,10 @@ def test_malformed_json_is_a_400_in_the_error_body(service_url):
 def test_unknown_route_and_method_use_the_error_body(service_url):
     _error(*get(f"{service_url}/v1/nothing"), 404, "not_found")
     _error(*get(f"{service_url}/v1/classify"), 405, "method_not_allowed")
+    try:
+        urllib.request.urlopen(f"{service_url}/v1/classify", timeout=30)
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 405 and exc.headers["allow"] == "POST"  # RFC 9110: what it takes
 
 
 def test_models_list_and_get(service_url):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import app_on_session
 from testdata import classification_file, copy_model
 
 from training import artifacts
@@ -23,25 +24,17 @@ LABELS = ["positive", "negative"]
 @pytest.fixture(scope="module")
 def secure(ray_session, service_url, store, tmp_path_factory):
     """An app at /secure with the admin key set and a database of its own."""
-    from ray import serve
-
-    from service.cli import wait_ready
-    from service.main import build_app
-    from service.settings import Settings
-
     db_dir = tmp_path_factory.mktemp("secure-db")
-    settings = Settings(
+    with app_on_session(
+        service_url,
+        "secure",
         home=store,
         admin_key=ADMIN_KEY,
         database_url=f"sqlite:///{db_dir / 'auth.db'}",
         model_replica_cpus=0.25,
         jobs_poll_s=60,  # the runner stays out of the way: these jobs are never trained
-    )
-    serve.run(build_app(settings.app_args()), name="secure", route_prefix="/secure", blocking=False)
-    url = f"{service_url}/secure"
-    wait_ready(url, timeout_s=120)  # /readyz needs no key
-    yield url
-    serve.delete("secure")
+    ) as url:  # /readyz needs no key
+        yield url
 
 
 def client(url: str, key: str | None) -> httpx.Client:
@@ -81,21 +74,27 @@ def acme_things(secure, keys, store, tmp_path_factory):
     shutil.rmtree(artifacts.model_dir(store, model_id), ignore_errors=True)
 
 
+def _api_routes(url: str) -> list[tuple[str, str]]:
+    """Every /v1/ operation the service's own schema declares, its path parameters filled."""
+    spec = httpx.get(f"{url}/openapi.json", timeout=30).json()
+    routes = [
+        (method.upper(), path.replace("{", "").replace("}", ""))
+        for path, ops in spec["paths"].items()
+        if path.startswith("/v1/")
+        for method in ops
+    ]
+    assert len(routes) >= 18, routes
+    return routes
+
+
 def test_without_a_valid_key_every_api_route_is_401(secure, keys):
-    anon = client(secure, None)
-    for method, path in [
-        ("GET", "/v1/models"),
-        ("GET", "/v1/files"),
-        ("GET", "/v1/fine_tuning/jobs"),
-        ("POST", "/v1/classify"),
-        ("GET", "/v1/admin/keys"),
-    ]:
-        r = anon.request(method, path, json={} if method == "POST" else None)
-        assert r.status_code == 401, (path, r.text)
-        assert r.json()["error"]["type"] == "invalid_api_key"
-        assert r.headers["www-authenticate"].startswith("Bearer")
-    wrong = client(secure, "ts-not-a-key")
-    assert wrong.get("/v1/models").status_code == 401
+    for key in (None, "ts-not-a-key"):
+        anon = client(secure, key)
+        for method, path in _api_routes(secure):
+            r = anon.request(method, path, json={} if method == "POST" else None)
+            assert r.status_code == 401, (key, method, path, r.text)
+            assert r.json()["error"]["type"] == "invalid_api_key"
+            assert r.headers["www-authenticate"].startswith("Bearer")
     # health and docs stay open (probes, schema)
     assert anon.get("/healthz").status_code == 200
     assert anon.get("/openapi.json").status_code == 200
@@ -112,10 +111,16 @@ def test_only_the_admin_key_manages_keys(secure, keys):
         assert made["key"] not in json.dumps(listing)  # a key is shown once, at creation
 
 
-def test_tenants_see_only_their_own_files_jobs_and_models(secure, keys, acme_things):
+def test_tenants_see_only_their_own_files_jobs_and_models(secure, keys, acme_things, tmp_path):
     acme = client(secure, keys["acme"]["key"])
     globex = client(secure, keys["globex"]["key"])
     f, job, model = acme_things["file"], acme_things["job"], acme_things["model"]
+    # globex's own file: a job from acme's model with it must fail on the model alone
+    with open(classification_file(tmp_path / "g.jsonl", rows=20), "rb") as fh:
+        own = globex.post(
+            "/v1/files", files={"file": ("g.jsonl", fh)}, data={"purpose": "fine-tune"}
+        )
+    own_file = own.json()["id"]
 
     # the owner sees all three
     assert acme.get(f"/v1/files/{f}").status_code == 200
@@ -138,13 +143,15 @@ def test_tenants_see_only_their_own_files_jobs_and_models(secure, keys, acme_thi
         ("POST", f"/v1/fine_tuning/jobs/{job}/cancel", None),
         ("GET", f"/v1/models/{model}", None),
         ("POST", "/v1/fine_tuning/jobs", {"model": "base", "training_file": f}),
-        ("POST", "/v1/fine_tuning/jobs", {"model": model, "training_file": f}),
+        ("POST", "/v1/fine_tuning/jobs", {"model": model, "training_file": own_file}),
         ("POST", "/v1/classify", {"model": model, "inputs": ["nice"], "labels": LABELS}),
         ("POST", "/v1/qa", {"model": model, "question": "who?", "context": "Ann did."}),
     ]:
         r = globex.request(method, path, json=body)
         assert r.status_code == 404, (method, path, r.status_code, r.text)
-    assert globex.get("/v1/files").json()["data"] == []
+    r = globex.post("/v1/fine_tuning/jobs", json={"model": model, "training_file": own_file})
+    assert r.json()["error"]["param"] == "model", r.text  # refused for the model, not the file
+    assert [x["id"] for x in globex.get("/v1/files").json()["data"]] == [own_file]
     assert globex.get("/v1/fine_tuning/jobs").json()["data"] == []
     listed = [m["id"] for m in globex.get("/v1/models").json()["data"]]
     assert model not in listed and "base" in listed  # base models are everyone's

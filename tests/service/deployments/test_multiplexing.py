@@ -1,9 +1,16 @@
 """LRU multiplexing: three models through a replica that holds two, every answer right."""
 
 import pytest
-from conftest import build_tiny_encoder, post, replica_stats
+from conftest import (
+    app_on_session,
+    build_tiny_encoder,
+    metric_total,
+    post,
+    replica_stats,
+    wait_for_metric,
+)
 
-from service.runtime import load_model
+from service.inference.models import load_model
 from training import artifacts
 from training.export import export_encoder
 
@@ -13,22 +20,14 @@ TEXT, LABELS = "the film was wonderful", ["happy", "sad", "angry"]
 
 @pytest.fixture(scope="module")
 def lru_url(ray_session, service_url, tmp_path_factory):
-    from ray import serve
-
-    from service.cli import wait_ready
-    from service.main import build_app
-    from service.settings import Settings
-
     home = tmp_path_factory.mktemp("lru-store")
     for seed, model_id in enumerate(["base", *MODELS]):
         hf = build_tiny_encoder(tmp_path_factory.mktemp(f"hf-{model_id}"), seed=seed)
         export_encoder(hf, home, model_id, max_seq_length=64)
-    settings = Settings(home=home, model_replica_cpus=0.25, max_models_per_replica=2)
-    serve.run(build_app(settings.app_args()), name="lru", route_prefix="/lru", blocking=False)
-    url = f"{service_url}/lru"
-    wait_ready(url, timeout_s=120)
-    yield url, home
-    serve.delete("lru")
+    with app_on_session(
+        service_url, "lru", home=home, model_replica_cpus=0.25, max_models_per_replica=2
+    ) as url:
+        yield url, home
 
 
 def test_models_in_rotation_are_each_answered_by_themselves(lru_url):
@@ -79,28 +78,11 @@ def test_evicted_models_free_their_memory(lru_url):
 
 
 def test_evictions_are_counted_in_metrics(lru_url, service_url):
-    import re
-    import time
-    import urllib.request
-
+    """Counted from before this test: earlier tests of this module evicted models too."""
     url, _ = lru_url
-    for m in MODELS * 2:
-        assert (
-            post(f"{url}/v1/classify", {"model": m, "inputs": [TEXT], "labels": LABELS})[0] == 200
-        )
-    deadline = time.monotonic() + 60
-    while True:
-        with urllib.request.urlopen(f"{service_url}/metrics", timeout=30) as resp:
-            text = resp.read().decode()
-        counts = [
-            float(x)
-            for x in re.findall(
-                r'^ray_serve_multiplexed_models_unload_counter(?:_total)?\{[^}]*application="lru"[^}]*\} (\S+)',
-                text,
-                re.M,
-            )
-        ]
-        if counts and sum(counts) >= 4:
-            break
-        assert time.monotonic() < deadline, counts
-        time.sleep(2)
+    name = "ray_serve_multiplexed_models_unload_counter_total"
+    before = metric_total(service_url, name, application="lru")
+    for m in MODELS * 2:  # two models fit: cycling three evicts one on every request
+        status, _ = post(f"{url}/v1/classify", {"model": m, "inputs": [TEXT], "labels": LABELS})
+        assert status == 200
+    wait_for_metric(service_url, name, before + 6, application="lru")

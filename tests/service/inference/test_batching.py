@@ -1,54 +1,82 @@
-"""service.batching.Batcher: opportunistic batching, without Ray."""
+"""inference/batching.py: opportunistic batching, without Ray. Batch shapes are decided by
+gates the test opens, never by sleeps or clocks."""
 
 import asyncio
 
 import pytest
 
-from service.batching import Batcher
+from service.inference.batching import Batcher, QueueFull, approx_tokens
 
 
-class Recorder:
-    """A batch runner that records each batch and takes `seconds` to run it."""
+class Gated:
+    """A batch runner that records each batch and finishes it only when the test says so."""
 
-    def __init__(self, seconds: float = 0.02, fail_on: str | None = None):
-        self.seconds, self.fail_on = seconds, fail_on
+    def __init__(self, fail_on: str | None = None):
+        self.fail_on = fail_on
         self.batches: list[tuple[object, list]] = []
+        self.started = asyncio.Event()
+        self._gates: list[asyncio.Event] = []
 
     async def __call__(self, key, batch):
         items = [p.item for p in batch]
         self.batches.append((key, items))
-        await asyncio.sleep(self.seconds)
+        gate = asyncio.Event()
+        self._gates.append(gate)
+        self.started.set()
+        await gate.wait()
         if self.fail_on in items:
             raise ValueError(f"bad item {self.fail_on}")
         return [f"{key}:{item}" for item in items]
 
+    async def running(self, n: int) -> None:
+        """Wait until n batches have started."""
+        while len(self.batches) < n:
+            self.started.clear()
+            await self.started.wait()
+
+    def finish(self, i: int) -> None:
+        self._gates[i].set()
+
+    async def drain(self, n: int) -> None:
+        """Finish batches one after another until n have run."""
+        for i in range(n):
+            await self.running(i + 1)
+            self.finish(i)
+
 
 def run(coro):
-    return asyncio.run(coro)
+    return asyncio.run(asyncio.wait_for(coro, timeout=10))
+
+
+async def _until(cond) -> None:
+    while not cond():
+        await asyncio.sleep(0)
 
 
 def test_a_request_on_an_idle_batcher_runs_at_once_and_alone():
     async def main():
-        rec = Recorder(seconds=0.0)
-        b = Batcher(rec, max_tokens=100)
-        loop = asyncio.get_running_loop()
-        t = loop.time()
-        assert await b.submit("m", "a", 1) == "m:a"
-        return loop.time() - t, rec.batches
+        runner = Gated()
+        b = Batcher(runner, max_tokens=100)
+        task = asyncio.create_task(b.submit("m", "a", 1))
+        await runner.running(1)  # started without waiting for company or a clock
+        runner.finish(0)
+        return await task, runner.batches
 
-    elapsed, batches = run(main())
-    assert batches == [("m", ["a"])]
-    assert elapsed < 0.05  # no batch window: nothing waited for company
+    assert run(main()) == ("m:a", [("m", ["a"])])
 
 
 def test_requests_arriving_during_a_batch_form_the_next_one():
     async def main():
-        rec = Recorder(seconds=0.05)
-        b = Batcher(rec, max_tokens=100)
+        runner = Gated()
+        b = Batcher(runner, max_tokens=100)
         first = asyncio.create_task(b.submit("m", "a", 1))
-        await asyncio.sleep(0.01)  # "a" is running now
+        await runner.running(1)
         rest = [asyncio.create_task(b.submit("m", x, 1)) for x in "bcd"]
-        return await asyncio.gather(first, *rest), rec.batches
+        await _until(lambda: len(b._queue) == 3)
+        runner.finish(0)
+        await runner.running(2)
+        runner.finish(1)
+        return await asyncio.gather(first, *rest), runner.batches
 
     results, batches = run(main())
     assert results == ["m:a", "m:b", "m:c", "m:d"]
@@ -57,16 +85,17 @@ def test_requests_arriving_during_a_batch_form_the_next_one():
 
 def test_batches_hold_one_key_and_keep_the_order_of_the_others():
     async def main():
-        rec = Recorder(seconds=0.03)
-        b = Batcher(rec, max_tokens=100)
+        runner = Gated()
+        b = Batcher(runner, max_tokens=100)
         first = asyncio.create_task(b.submit("x", "0", 1))
-        await asyncio.sleep(0.01)
+        await runner.running(1)
         later = [
             asyncio.create_task(b.submit(k, i, 1))
             for k, i in [("m", "1"), ("n", "2"), ("m", "3"), ("n", "4")]
         ]
-        out = await asyncio.gather(first, *later)
-        return out, rec.batches
+        await _until(lambda: len(b._queue) == 4)
+        await runner.drain(3)
+        return await asyncio.gather(first, *later), runner.batches
 
     out, batches = run(main())
     assert out == ["x:0", "m:1", "n:2", "m:3", "n:4"]
@@ -75,27 +104,35 @@ def test_batches_hold_one_key_and_keep_the_order_of_the_others():
 
 def test_the_token_budget_bounds_a_batch_but_one_big_request_still_runs():
     async def main():
-        rec = Recorder(seconds=0.03)
-        b = Batcher(rec, max_tokens=10)
+        runner = Gated()
+        b = Batcher(runner, max_tokens=10)
         first = asyncio.create_task(b.submit("m", "big", 50))
-        await asyncio.sleep(0.01)
+        await runner.running(1)
         rest = [asyncio.create_task(b.submit("m", x, 4)) for x in "abcd"]
+        await _until(lambda: len(b._queue) == 4)
+        await runner.drain(3)
         await asyncio.gather(first, *rest)
-        return rec.batches
+        return runner.batches
 
     assert run(main()) == [("m", ["big"]), ("m", ["a", "b"]), ("m", ["c", "d"])]
 
 
 def test_an_error_reaches_every_caller_of_its_batch_and_the_batcher_carries_on():
     async def main():
-        rec = Recorder(seconds=0.03, fail_on="b")
-        b = Batcher(rec, max_tokens=100)
+        runner = Gated(fail_on="b")
+        b = Batcher(runner, max_tokens=100)
         first = asyncio.create_task(b.submit("m", "a", 1))
-        await asyncio.sleep(0.01)
+        await runner.running(1)
         second = [asyncio.create_task(b.submit("m", x, 1)) for x in "bc"]
+        await _until(lambda: len(b._queue) == 2)
+        runner.finish(0)
+        await runner.running(2)
+        runner.finish(1)
         results = await asyncio.gather(first, *second, return_exceptions=True)
-        after = await b.submit("m", "d", 1)
-        return results, after
+        after = asyncio.create_task(b.submit("m", "d", 1))
+        await runner.running(3)
+        runner.finish(2)
+        return results, await after
 
     results, after = run(main())
     assert results[0] == "m:a"
@@ -105,48 +142,59 @@ def test_an_error_reaches_every_caller_of_its_batch_and_the_batcher_carries_on()
 
 def test_a_caller_that_goes_away_is_dropped_from_its_batch():
     async def main():
-        rec = Recorder(seconds=0.03)
-        b = Batcher(rec, max_tokens=100)
+        runner = Gated()
+        b = Batcher(runner, max_tokens=100)
         first = asyncio.create_task(b.submit("m", "a", 1))
-        await asyncio.sleep(0.01)
+        await runner.running(1)
         gone = asyncio.create_task(b.submit("m", "b", 1))
         kept = asyncio.create_task(b.submit("m", "c", 1))
-        await asyncio.sleep(0)
+        await _until(lambda: len(b._queue) == 2)
         gone.cancel()
+        await asyncio.sleep(0)
+        runner.finish(0)
+        await runner.running(2)
+        runner.finish(1)
         await asyncio.gather(first, kept)
         with pytest.raises(asyncio.CancelledError):
             await gone
-        return rec.batches
+        return runner.batches
 
     assert run(main()) == [("m", ["a"]), ("m", ["c"])]
 
 
 def test_with_concurrency_two_batches_run_at_once_and_the_rest_wait_together():
     async def main():
-        rec = Recorder(seconds=0.05)
-        b = Batcher(rec, max_tokens=100, concurrency=2)
-        first = [asyncio.create_task(b.submit("m", x, 1)) for x in "a"]
-        await asyncio.sleep(0)
-        second = [asyncio.create_task(b.submit("m", x, 1)) for x in "b"]
-        await asyncio.sleep(0.01)  # both run now
+        runner = Gated()
+        b = Batcher(runner, max_tokens=100, concurrency=2)
+        first = asyncio.create_task(b.submit("m", "a", 1))
+        await runner.running(1)
+        second = asyncio.create_task(b.submit("m", "b", 1))
+        await runner.running(2)  # both run at once
         rest = [asyncio.create_task(b.submit("m", x, 1)) for x in "cde"]
-        await asyncio.gather(*first, *second, *rest)
-        return rec.batches
+        await _until(lambda: len(b._queue) == 3)
+        runner.finish(0)
+        await runner.running(3)
+        runner.finish(1)
+        runner.finish(2)
+        await asyncio.gather(first, second, *rest)
+        return runner.batches
 
     assert run(main()) == [("m", ["a"]), ("m", ["b"]), ("m", ["c", "d", "e"])]
 
 
 def test_a_full_queue_refuses_at_once():
-    from service.batching import QueueFull
-
     async def main():
-        b = Batcher(Recorder(seconds=0.05), max_tokens=100, max_queued=2)
+        runner = Gated()
+        b = Batcher(runner, max_tokens=100, max_queued=2)
         running = asyncio.create_task(b.submit("m", "a", 1))
-        await asyncio.sleep(0.01)
+        await runner.running(1)
         waiting = [asyncio.create_task(b.submit("m", x, 1)) for x in "bc"]
-        await asyncio.sleep(0)
+        await _until(lambda: len(b._queue) == 2)
         with pytest.raises(QueueFull):
             await b.submit("m", "d", 1)
+        runner.finish(0)
+        await runner.running(2)
+        runner.finish(1)
         return await asyncio.gather(running, *waiting)
 
     assert run(main()) == ["m:a", "m:b", "m:c"]
@@ -154,12 +202,20 @@ def test_a_full_queue_refuses_at_once():
 
 def test_a_batch_window_lets_an_idle_batcher_wait_for_company():
     async def main():
-        rec = Recorder(seconds=0.0)
-        b = Batcher(rec, max_tokens=100, wait_s=0.03)
-        tasks = [asyncio.create_task(b.submit("m", "a", 1))]
-        await asyncio.sleep(0.01)
-        tasks.append(asyncio.create_task(b.submit("m", "b", 1)))
+        runner = Gated()
+        # a window long enough that the second request always arrives inside it
+        b = Batcher(runner, max_tokens=100, wait_s=5.0)
+        tasks = [asyncio.create_task(b.submit("m", x, 1)) for x in "ab"]
+        await _until(lambda: len(b._queue) == 2)
+        assert runner.batches == []  # nothing runs before the window closes
+        b._scheduled_kick()  # close the window now rather than wait 5 s
+        await runner.running(1)
+        runner.finish(0)
         await asyncio.gather(*tasks)
-        return rec.batches
+        return runner.batches
 
     assert run(main()) == [("m", ["a", "b"])]
+
+
+def test_token_estimates_cap_each_text():
+    assert approx_tokens(["abcd" * 10, "x" * 100_000], max_tokens=50) == 12 + 50

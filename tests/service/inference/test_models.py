@@ -1,50 +1,14 @@
-"""The runtime's pure postprocessing, and the ONNX Runtime model class on the tiny store."""
+"""inference/models.py: the model classes on the tiny store, through real ONNX Runtime."""
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer
 
-from service.runtime import (
-    DEFAULT_TEMPLATE,
-    EncoderModel,
-    classification_results,
-    load_model,
-    softmax,
-    split_sentences,
-    zero_shot_scores,
-)
+from service.inference.models import DEFAULT_TEMPLATE, EncoderModel, QAModel, load_model
+from service.inference.postprocess import split_sentences
+from service.inference.session import Session
 from training import artifacts
-
-
-def test_softmax_rows_sum_to_one_and_survive_large_logits():
-    p = softmax(np.array([[1000.0, 0.0], [1.0, 1.0]]))
-    np.testing.assert_allclose(p.sum(1), 1.0)
-    np.testing.assert_allclose(p[1], [0.5, 0.5])
-    assert p[0, 0] == pytest.approx(1.0)
-
-
-@pytest.mark.parametrize(
-    "text,sentences",
-    [
-        ("One. Two! Three?", ["One.", "Two!", "Three?"]),
-        ("Dr. Smith lives in St. Louis. He is 40.", ["Dr. Smith lives in St. Louis.", "He is 40."]),
-        ("no end at all", ["no end at all"]),
-        ('He said "Stop." Then 3 cars came.', ['He said "Stop."', "Then 3 cars came."]),
-        ("  padded.   Spaces.  ", ["padded.", "Spaces."]),
-        ("J. R. R. Tolkien wrote it. It sold.", ["J. R. R. Tolkien wrote it.", "It sold."]),
-    ],
-)
-def test_split_sentences(text, sentences):
-    spans = split_sentences(text)
-    assert [text[s:e] for s, e in spans] == sentences
-
-
-def test_zero_shot_picks_the_closest_label():
-    text = np.array([[1.0, 0.0], [0.0, 1.0]])
-    labels = np.array([[0.0, 1.0], [1.0, 0.0]])
-    results = classification_results(zero_shot_scores(text, labels), ["b", "a"])
-    assert [r["label"] for r in results] == ["a", "b"]
-    assert results[0]["scores"]["a"] == results[0]["score"] > 0.99
-    assert sum(results[0]["scores"].values()) == pytest.approx(1.0)
+from training.artifacts import Manifest
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +26,8 @@ def test_batching_and_padding_do_not_change_embeddings(model):
         "refunds are issued within five days",
     ]
     # fp32: padding and batch neighbours change nothing beyond float noise
-    fp32 = EncoderModel(model.folder, model.manifest.model_copy(update={"precision": "fp32"}))
+    s = model.session
+    fp32 = EncoderModel(Session(s.folder, s.manifest.model_copy(update={"precision": "fp32"})))
     alone = np.stack([fp32.embed([t])[0] for t in texts])
     np.testing.assert_allclose(fp32.embed(texts), alone, atol=1e-4)
     # int8 quantizes activations with one scale per batch: neighbours move it slightly
@@ -76,11 +41,11 @@ def test_batching_and_padding_do_not_change_embeddings(model):
 
 def test_sub_batches_respect_the_token_budget_and_keep_order(model):
     lengths = [5, 50, 7, 50, 6, 49]
-    model.max_batch_tokens = 100
+    model.session.max_batch_tokens = 100
     try:
-        groups = model._sub_batches(lengths)
+        groups = model.session.sub_batches(lengths)
     finally:
-        model.max_batch_tokens = 4096
+        model.session.max_batch_tokens = 4096
     assert sorted(i for g in groups for i in g) == list(range(6))
     for g in groups:
         assert max(lengths[i] for i in g) * len(g) <= 100 or len(g) == 1
@@ -107,3 +72,39 @@ def test_unknown_task_is_refused(tmp_path):
     (folder / "manifest.json").write_text('{"id": "m", "task": "summarization"}')
     with pytest.raises(ValueError, match="summarization"):
         load_model(folder)
+
+
+class _Windows:
+    """A stand-in for a QA model's session: the real tokenizer, and start/end logits that
+    point at one word wherever a window holds it."""
+
+    def __init__(self, tokenizer_dir, manifest: Manifest, word: str):
+        self.manifest, self.word = manifest, word
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+        self.tokenizer.no_padding()
+
+    def run_rows(self, windows):
+        rows = []
+        for w in windows:
+            start, end = np.zeros(len(w.ids)), np.zeros(len(w.ids))
+            for t, (token, sid) in enumerate(zip(w.tokens, w.sequence_ids, strict=True)):
+                if sid == 1 and token == self.word:
+                    start[t] = end[t] = 10.0
+            rows.append([start, end])
+        return rows
+
+
+def test_a_long_context_is_read_in_windows_and_the_answer_mapped_back(store):
+    """The answer is only in the last window: a model that read one window would miss it."""
+    manifest = Manifest(id="qa", task="extractive-qa", max_seq_length=32, doc_stride=8)
+    qa = QAModel(_Windows(artifacts.model_dir(store, "base") / "tokenizer", manifest, "japan"))  # type: ignore[arg-type]
+    context = (
+        " ".join(["refunds are issued within five working days ."] * 6)
+        + " mount fuji is in japan ."
+    )
+    windows, owners = qa.windows([("where is mount fuji", context)])
+    assert len(windows) >= 3 and set(owners) == {0}
+    assert "japan" not in windows[0].tokens and "japan" in windows[-1].tokens
+    (r,) = qa.answer([("where is mount fuji", context)])
+    assert r["answer"] == "japan" and context[r["start"] : r["end"]] == "japan"
+    assert r["start"] == context.rindex("japan") and r["score"] > 0.5

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from training.data import QAExample
-from training.tasks import best_spans, exact_match, macro_f1, postprocess_qa, squad_scores, token_f1
+from training.spans import best_spans
+from training.tasks.classification import macro_f1
+from training.tasks.squad import best_answers, exact_match, squad_scores, token_f1
 
 
 def test_squad_normalization_and_f1():
@@ -42,7 +44,7 @@ def test_postprocess_takes_the_best_window():
     ]
     start = np.array([[0, 1.0, 0], [0, 0, 5.0]])
     end = np.array([[0, 1.0, 0], [0, 0, 5.0]])
-    assert postprocess_qa(ex, windows, start, end) == {"q": "cccc"}
+    assert best_answers(ex, windows, start, end) == {"q": "cccc"}
 
 
 def test_macro_f1():

@@ -1,0 +1,40 @@
+"""A stand-in for `python -m training SPEC --home HOME`, run by real Ray Jobs in the job
+runner's tests: it follows the plan the test wrote beside the spec (plan.json), one step at a
+time, so the test decides exactly what the job's log holds and when.
+
+Steps: {"print": text} writes text (no newline added); {"wait_for": name} waits until a file
+of that name exists beside the spec; {"model": id} writes a model folder for id (a copy of
+base); {"exit": code} ends the run.
+"""
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+spec_path = Path(sys.argv[1])
+home = Path(sys.argv[sys.argv.index("--home") + 1])
+folder = spec_path.parent
+attempt = len(list(folder.glob("started-*"))) + 1
+(folder / f"started-{attempt}").touch()
+plan = json.loads((folder / "plan.json").read_text())[f"attempt {attempt}"]
+for step in plan:
+    if "print" in step:
+        sys.stdout.write(step["print"])
+        sys.stdout.flush()
+    elif "wait_for" in step:
+        while not (folder / step["wait_for"]).exists():
+            time.sleep(0.1)
+    elif "model" in step:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from training import artifacts
+
+        src = artifacts.model_dir(home, "base")
+        manifest = artifacts.read_manifest(src)
+        with artifacts.staged_model_dir(home, step["model"]) as stage:
+            for sub in ("tokenizer", "onnx", "hf"):
+                shutil.copytree(src / sub, stage / sub)
+            artifacts.write_manifest(stage, manifest.model_copy(update={"id": step["model"]}))
+    elif "exit" in step:
+        sys.exit(step["exit"])

@@ -1,0 +1,73 @@
+"""jobs/store.py and jobs/spec.py on SQLite and PostgreSQL: a job checked against its files
+and model, written, cancelled."""
+
+import io
+
+import pytest
+from testdata import classification_file
+
+from service import files
+from service.errors import Conflict, InvalidRequest, NotFound
+from service.jobs import store as jobs
+from service.jobs.spec import JobDefaults
+from service.registry import Registry
+from service.schemas.jobs import CreateJobRequest
+
+DEFAULTS = JobDefaults()
+
+
+def _upload(db, home, text: str, name="train.jsonl", purpose="fine-tune"):
+    return files.store(db, home, io.BytesIO(text.encode()), name, purpose, max_bytes=10**6)
+
+
+def _create(db, registry, req):
+    base = None if req.model == "scratch" else registry.resolve(req.model)
+    return jobs.create(db, req, base, defaults=DEFAULTS)
+
+
+def _job_request(file_id: str, **kw) -> CreateJobRequest:
+    return CreateJobRequest(model="base", training_file=file_id, **kw)
+
+
+def test_a_job_is_checked_against_its_files_and_model(db, store, tmp_path):
+    registry = Registry(store, "base")
+    cls = _upload(db, tmp_path, classification_file(tmp_path / "c.jsonl", rows=8).read_text())
+    corpus = _upload(db, tmp_path, "some text to pretrain on\n", "c.txt", purpose="pretrain")
+
+    job = _create(db, registry, _job_request(cls.id, suffix="demo"))
+    assert job.status == "validating_files" and job.task == "text-classification"
+    assert job.output_model == f"ft:base:demo:{job.id[-8:]}"
+    assert job.hyperparameters == {
+        "n_epochs": 10,
+        "batch_size": 16,
+        "learning_rate_multiplier": 1.0,
+    }
+
+    with pytest.raises(InvalidRequest, match="holds classification data; a extractive-qa job"):
+        _create(db, registry, _job_request(cls.id, task="extractive-qa"))
+    with pytest.raises(InvalidRequest, match="holds corpus data; a text-classification job"):
+        _create(db, registry, _job_request(corpus.id, task="text-classification"))
+    with pytest.raises(InvalidRequest, match="only a masked-lm job starts from `scratch`"):
+        _create(db, registry, _job_request(cls.id).model_copy(update={"model": "scratch"}))
+    pretrain = _create(db, registry, _job_request(corpus.id))
+    assert pretrain.task == "masked-lm"  # inferred from the file
+    with pytest.raises(NotFound):
+        _create(db, registry, _job_request("file-nope"))
+    with pytest.raises(InvalidRequest, match="hyperparameters.max_seq_length"):
+        _create(db, registry, _job_request(cls.id, hyperparameters={"max_seq_length": 2}))
+    # a file in use cannot be deleted
+    with pytest.raises(Conflict, match=job.id):
+        files.delete(db, cls.id)
+
+
+def test_cancel_moves_only_unfinished_jobs(db, store, tmp_path):
+    registry = Registry(store, "base")
+    f = _upload(db, tmp_path, classification_file(tmp_path / "c.jsonl", rows=8).read_text())
+    job = _create(db, registry, _job_request(f.id))
+    cancelled = jobs.cancel(db, job.id)
+    assert cancelled.status == "cancelled" and cancelled.settled and cancelled.finished_at
+    with pytest.raises(Conflict, match="already cancelled"):
+        jobs.cancel(db, job.id)
+    files.delete(db, f.id)  # no unfinished job uses it now
+    with pytest.raises(NotFound):
+        files.get(db, f.id)
