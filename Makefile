@@ -42,6 +42,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check service training tests bench deploy
 	$(BIN)/ruff format --check service training tests bench deploy
+	$(BIN)/mypy
 	$(BIN)/hadolint --failure-threshold warning Dockerfile
 
 format: $(STAMP)
