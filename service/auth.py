@@ -26,8 +26,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import select, update
 
-from service.db import ApiKey, Database, now, page
+from service.db import ApiKey, Database, now
 from service.errors import NotFound, Unauthorized
+from service.paging import page
 
 KEY_PREFIX = "ts-"
 # how long a replica trusts what it read: a key it has seen, or "auth is off". A key revoked

@@ -31,11 +31,11 @@ from sqlalchemy import (
     create_engine,
     event,
     text,
+    update,
 )
 from sqlalchemy.engine import CursorResult, Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
-
-from service.errors import NotFound
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Serializes migrations on PostgreSQL between replicas starting at once (any fixed number).
@@ -96,7 +96,10 @@ class Job(Base):
     # the Ray job running it: one submission per attempt, all resuming the same Train run
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     ray_job_id: Mapped[str | None] = mapped_column(String(128))
-    log_offset: Mapped[int] = mapped_column(BigInteger, default=0)  # job log read so far
+    log_offset: Mapped[int] = mapped_column(BigInteger, default=0)  # Ray job log read so far
+    # how far each of the run's event files has been read (name -> bytes)
+    follow_offsets: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    follow_errors: Mapped[int] = mapped_column(Integer, default=0)  # failed ticks in a row
     # the Ray side of a finished job is wound down (stopped, its events read, cleaned up)
     settled: Mapped[bool] = mapped_column(Boolean, default=False)
 
@@ -129,13 +132,17 @@ class JobCheckpoint(Base):
 
 
 class Model(Base):
-    """A model a job produced, with where it came from. (Base encoders live in the store.)"""
+    """Who owns a model of the store, and where it came from. A model a job made belongs to
+    the job's tenant; the models the operator put in the store (the bundled base, ones
+    trained from the command line) and the ones admin jobs made are `shared`: every tenant
+    may use them. A model without a row is seen by no tenant until tenancy.py records it."""
 
     __tablename__ = "models"
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(256), unique=True)
     tenant: Mapped[str | None] = mapped_column(String(128), index=True)
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
     task: Mapped[str] = mapped_column(String(32))
     base_model: Mapped[str] = mapped_column(String(128))
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
@@ -145,6 +152,16 @@ class Model(Base):
     export_report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     precision: Mapped[str] = mapped_column(String(8))
     created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Tenant(Base):
+    """A tenant, as a row to lock: what must hold across its rows (at most N unfinished jobs,
+    a storage quota) is checked and written under this row's lock, one writer at a time."""
+
+    __tablename__ = "tenants"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    writes: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class ApiKey(Base):
@@ -162,37 +179,26 @@ class ApiKey(Base):
     revoked_at: Mapped[int | None] = mapped_column(BigInteger)
 
 
+def lock_tenant(db: Database, s: Session, tenant: str) -> None:
+    """Hold the tenant's row lock until `s` commits: every check-then-write of a tenant's
+    limits takes it first, so that parallel requests cannot all pass the same check. (An
+    UPDATE as the first statement takes the lock on both databases: a row lock on
+    PostgreSQL, whose next statement then sees what the last holder committed; SQLite's one
+    write lock, taken before the transaction has read anything.)"""
+    try:
+        with db.session() as first:  # the row to lock, made once (its own transaction)
+            if first.get(Tenant, tenant) is None:
+                first.add(Tenant(name=tenant, writes=0))
+    except IntegrityError:
+        pass  # made meanwhile by a parallel request
+    s.execute(update(Tenant).where(Tenant.name == tenant).values(writes=Tenant.writes + 1))
+
+
 def changed(s: Session, statement) -> int:
     """Run an UPDATE and return how many rows it changed (a conditional update moved a row
     only if its condition still held)."""
     result: CursorResult = s.execute(statement)  # type: ignore[assignment]  # an UPDATE's result is a cursor
     return result.rowcount
-
-
-def page(s: Session, query, model, limit: int, after: str | None = None) -> tuple[list, bool]:
-    """One page of `query` (rows of `model`), newest first, after the row whose public id is
-    `after`; returns (rows, has_more). Every list of the API pages here. The `after` row is
-    looked up through `query` itself, so a row the caller may not see is as unknown as one
-    that does not exist."""
-    if after is not None:
-        query = query.where(model.seq < _cursor(s, query, model, after))
-    rows = list(s.scalars(query.order_by(model.seq.desc()).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
-
-
-def _cursor(s: Session, query, model, after: str) -> int:
-    prefix = getattr(model, "public_prefix", None)
-    if prefix is None:  # rows with an id of their own
-        seq = s.scalar(query.with_only_columns(model.seq).where(model.id == after))
-    else:  # rows whose public id is a prefix and their seq
-        n = after.removeprefix(prefix)
-        ok = after.startswith(prefix) and n.isdigit()
-        seq = (
-            s.scalar(query.with_only_columns(model.seq).where(model.seq == int(n))) if ok else None
-        )
-    if seq is None:  # unknown, or in a list the caller may not see: the same answer
-        raise NotFound(f"`after`: no {after!r} in this list", param="after")
-    return seq
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

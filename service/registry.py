@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.errors import InvalidRequest, ModelNotFound, WrongTask
+from service.errors import Conflict, InvalidRequest, ModelNotFound, WrongTask
 from training import artifacts
 from training.artifacts import Manifest
 
@@ -45,7 +45,8 @@ class Registry:
         self.base_model = base_model
         self._cache: dict[Path, tuple[float, Manifest]] = {}
 
-    def _stored_id(self, model_id: str) -> str:
+    def stored_id(self, model_id: str) -> str:
+        """The id a model is stored under: `base` names the deployment's base encoder."""
         return self.base_model if model_id == BASE_MODEL_ID else model_id
 
     def _manifest(self, folder: Path) -> Manifest | None:
@@ -62,23 +63,34 @@ class Registry:
         return manifest
 
     def resolve(self, model_id: str) -> ResolvedModel:
-        """The model named `model_id`, or ModelNotFound (which names no other model)."""
+        """The model named `model_id`, or ModelNotFound (which names no other model). Only the
+        id a model is stored under names it: another spelling that maps to the same folder
+        (`ft--x` for `ft:x`) is not that model."""
+        stored = self.stored_id(model_id)
         try:
-            folder = artifacts.model_dir(self.home, self._stored_id(model_id))
+            folder = artifacts.model_dir(self.home, stored)
         except ValueError as exc:
             raise ModelNotFound(str(exc), param="model") from None
         manifest = self._manifest(folder)
-        if manifest is None:
+        if manifest is None or manifest.id != stored:
             raise ModelNotFound(f"model {model_id!r} does not exist", param="model")
         return ResolvedModel(id=model_id, folder=folder, manifest=manifest)
 
-    def list(self) -> list[Manifest]:
+    def list(self) -> list[ResolvedModel]:
+        """Every model of the store, `base` first (under that id)."""
         found = []
         for manifest in artifacts.list_manifests(self.home):
-            if manifest.id == self.base_model:
-                manifest = manifest.model_copy(update={"id": BASE_MODEL_ID})
-            found.append(manifest)
+            shown = BASE_MODEL_ID if manifest.id == self.base_model else manifest.id
+            found.append(
+                ResolvedModel(shown, artifacts.model_dir(self.home, manifest.id), manifest)
+            )
         return sorted(found, key=lambda m: (m.id != BASE_MODEL_ID, m.id))
+
+    def delete(self, model: ResolvedModel) -> None:
+        """Remove a model's folder: renamed aside first, so no request ever loads half of it."""
+        if model.manifest.id == self.base_model:
+            raise Conflict("the base model is the deployment's own: it cannot be deleted")
+        artifacts.remove_model_dir(self.home, model.manifest.id)
 
 
 def check_endpoint(model: ResolvedModel, endpoint: str, labels: list[str] | None = None) -> None:

@@ -76,6 +76,7 @@ class Manifest(BaseModel):
     max_seq_length: int = 256
     doc_stride: int | None = Field(None, description="QA: tokens shared by adjacent windows")
     max_answer_length: int | None = Field(None, description="QA: longest answer, in tokens")
+    max_question_tokens: int | None = Field(None, description="QA: a question is cut to these")
     hidden_size: int | None = None
     parity: ParityReport | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
@@ -165,3 +166,14 @@ def staged_model_dir(home: str | Path, model_id: str, *, replace: bool = False) 
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def remove_model_dir(home: str | Path, model_id: str) -> None:
+    """Remove a model's folder: renamed out of the store in one step, then deleted, so a
+    reader sees the whole model or none of it."""
+    final = model_dir(home, model_id)
+    if not final.exists():
+        return
+    retired = final.parent / f".retired-{final.name}-{uuid.uuid4().hex[:8]}"
+    os.replace(final, retired)
+    shutil.rmtree(retired, ignore_errors=True)

@@ -51,7 +51,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no models in {settings.home}; `tuneserve import-base` adds the base encoder")
     for m in rows:
-        print(f"{m.id:40} {m.task:20} {m.precision:5} {m.created_at:%Y-%m-%d %H:%M}")
+        man = m.manifest
+        print(f"{m.id:40} {man.task:20} {man.precision:5} {man.created_at:%Y-%m-%d %H:%M}")
     return 0
 
 

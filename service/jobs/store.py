@@ -9,9 +9,20 @@ from pathlib import Path
 from sqlalchemy import func, select, update
 
 from service import files
-from service.db import Database, Job, JobCheckpoint, JobEvent, Model, changed, now, page
+from service.db import (
+    Database,
+    File,
+    Job,
+    JobCheckpoint,
+    JobEvent,
+    Model,
+    changed,
+    lock_tenant,
+    now,
+)
 from service.errors import Conflict, NotFound, RateLimited
 from service.jobs.spec import JobDefaults, plan
+from service.paging import page
 from service.registry import ResolvedModel
 from service.schemas.jobs import TERMINAL, CreateJobRequest
 
@@ -60,23 +71,8 @@ def create(
     max_unfinished: int | None = None,
 ) -> Job:
     """Check a job request against its files and model, write it as `validating_files`.
-    A tenant with `max_unfinished` jobs not finished yet gets a 429."""
-    if tenant is not None and max_unfinished is not None:
-        with db.session() as s:
-            unfinished = (
-                s.scalar(
-                    select(func.count())
-                    .select_from(Job)
-                    .where(Job.tenant == tenant, Job.status.not_in(TERMINAL))
-                )
-                or 0
-            )
-        if unfinished >= max_unfinished:
-            raise RateLimited(
-                f"tenant {tenant!r} has {unfinished} unfinished jobs, the most it may have "
-                f"(setting TUNESERVE_MAX_JOBS_PER_TENANT); retry when one finishes",
-                param="training_file",
-            )
+    A tenant with `max_unfinished` jobs not finished yet gets a 429: counted and written under
+    the tenant's lock, so that parallel requests cannot all pass the count."""
     train = files.get(db, req.training_file, tenant)
     valid = files.get(db, req.validation_file, tenant) if req.validation_file else None
     job_id = new_job_id()
@@ -101,9 +97,29 @@ def create(
         settled=False,
     )
     with db.session() as s:
+        if tenant is not None and max_unfinished is not None:
+            lock_tenant(db, s, tenant)
+            _below_limit(s, tenant, max_unfinished)
         s.add(job)
         add_event(s, job.id, f"Created {p.task} job {job.id} from {req.model}", key="created")
     return job
+
+
+def _below_limit(s, tenant: str, max_unfinished: int) -> None:
+    unfinished = (
+        s.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.tenant == tenant, Job.status.not_in(TERMINAL))
+        )
+        or 0
+    )
+    if unfinished >= max_unfinished:
+        raise RateLimited(
+            f"tenant {tenant!r} has {unfinished} unfinished jobs, the most it may have "
+            f"(setting TUNESERVE_MAX_JOBS_PER_TENANT); retry when one finishes",
+            param="training_file",
+        )
 
 
 def get(db: Database, job_id: str, tenant: str | None = None) -> Job:
@@ -144,7 +160,7 @@ def lineage(db: Database, model_id: str) -> dict | None:
     """Where a model a job made came from (None for a model imported or trained by hand)."""
     with db.session() as s:
         m = s.scalar(select(Model).where(Model.id == model_id))
-    if m is None:
+    if m is None or m.job_id is None:
         return None
     return {
         "job_id": m.job_id,
@@ -174,6 +190,42 @@ def cancel(db: Database, job_id: str, tenant: str | None = None) -> Job:
         job = get(db, job_id, tenant)
         raise Conflict(f"job {job_id} has already {job.status}; it cannot be cancelled")
     return get(db, job_id, tenant)
+
+
+def register_model(s, job: Job, manifest) -> None:
+    """The row of a job's model: owned by the job's tenant (shared when an admin's job made
+    it), with where it came from. Written once."""
+    if s.scalar(select(func.count()).select_from(Model).where(Model.id == job.output_model)):
+        return
+    s.add(
+        Model(
+            id=job.output_model,
+            tenant=job.tenant,
+            shared=job.tenant is None,
+            task=manifest.task,
+            base_model=job.model,
+            job_id=job.id,
+            dataset_sha256=s.scalar(select(File.sha256).where(File.id == job.training_file)),
+            spec=job.spec,
+            metrics=manifest.metrics,
+            export_report=manifest.parity.model_dump() if manifest.parity else None,
+            precision=manifest.precision,
+            created_at=now(),
+        )
+    )
+
+
+def refuse_if_in_use(db: Database, stored_model_id: str) -> None:
+    """Conflict while an unfinished job starts from this model (it reads its weights)."""
+    with db.session() as s:
+        jobs = s.scalars(select(Job).where(Job.status.not_in(TERMINAL)))
+        using = [j.id for j in jobs if (j.spec or {}).get("base_model") == stored_model_id]
+    if using:
+        raise Conflict(
+            f"model {stored_model_id!r} is the base of unfinished job(s) {', '.join(using)}; "
+            "cancel them or wait for them to end",
+            param="model_id",
+        )
 
 
 def run_dir(home: Path, job_id: str) -> Path:

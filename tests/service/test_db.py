@@ -3,8 +3,9 @@
 import pytest
 from sqlalchemy import inspect, select
 
-from service.db import ApiKey, Base, Database, now, page
+from service.db import ApiKey, Base, Database, now
 from service.errors import NotFound
+from service.paging import page
 
 
 def test_migrations_build_the_schema_the_models_declare(db_url):

@@ -22,8 +22,22 @@ def registry(tmp_path):
 def test_base_is_a_sentinel_for_the_configured_encoder(registry):
     model = registry.resolve(BASE_MODEL_ID)
     assert model.id == "base" and model.manifest.id == "minilm" and model.zero_shot
-    assert registry.list()[0].id == "base"
-    assert "minilm" not in [m.id for m in registry.list()]
+    listed = registry.list()
+    assert listed[0].id == "base" and listed[0].manifest.id == "minilm"
+    assert "minilm" not in [m.id for m in listed]
+
+
+def test_only_the_stored_id_names_a_model(registry):
+    """ft:minilm:tickets:ab12 is stored in the folder ft--minilm--tickets--ab12: another
+    spelling that maps to that folder is not the model (it would dodge ownership checks)."""
+    assert registry.resolve("ft:minilm:tickets:ab12").manifest.labels == ["billing", "bug"]
+    for alias in (
+        "ft--minilm--tickets--ab12",
+        "ft:minilm--tickets:ab12",
+        "ft--minilm:tickets--ab12",
+    ):
+        with pytest.raises(ModelNotFound):
+            registry.resolve(alias)
 
 
 def test_an_unknown_model_is_a_404_that_names_no_other_model(registry):

@@ -3,11 +3,12 @@
 import asyncio
 
 import pytest
+from sqlalchemy import select
 from testdata import copy_model
 
 from service.auth import ADMIN, OPEN, Principal
-from service.db import Job, now
-from service.errors import ModelNotFound
+from service.db import Job, Model, now
+from service.errors import Forbidden, ModelNotFound
 from service.registry import Registry
 from service.tenancy import Tenancy
 
@@ -44,12 +45,26 @@ def tenancy(db, store, tmp_path):
     return Tenancy(Registry(home), db)
 
 
-def test_a_jobs_model_is_its_tenants_and_other_models_are_everyones(tenancy):
-    ids = ["base", "cli-made", "ft:base:acme:00000001"]
-    assert asyncio.run(tenancy.visible(ACME, ids)) == ids
-    assert asyncio.run(tenancy.visible(GLOBEX, ids)) == ["base", "cli-made"]
-    assert asyncio.run(tenancy.visible(ADMIN, ids)) == ids
-    assert asyncio.run(tenancy.visible(OPEN, ids)) == ids
+def _ids(tenancy, who) -> list[str]:
+    return [m.id for m in asyncio.run(tenancy.listing(who))]
+
+
+def test_a_jobs_model_is_its_tenants_and_the_operators_are_shared(tenancy, db):
+    everything = ["base", "cli-made", "ft:base:acme:00000001"]
+    assert _ids(tenancy, ACME) == everything
+    assert _ids(tenancy, GLOBEX) == ["base", "cli-made"]
+    assert _ids(tenancy, ADMIN) == everything and _ids(tenancy, OPEN) == everything
+    # ownership is data: the operator's models were recorded as shared; the job's is not
+    with db.session() as s:
+        rows = {m.id: (m.tenant, m.shared) for m in s.scalars(select(Model))}
+    assert rows == {"base": (None, True), "cli-made": (None, True)}
+
+
+def test_a_shared_model_is_the_admins_to_delete(tenancy):
+    base = asyncio.run(tenancy.resolve(ACME, "cli-made"))
+    with pytest.raises(Forbidden):
+        asyncio.run(tenancy.forget(ACME, base))
+    asyncio.run(tenancy.forget(ADMIN, base))
 
 
 def test_another_tenants_model_is_as_missing_as_a_missing_one(tenancy):

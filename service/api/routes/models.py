@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from service.api.deps import Caller, Ctx
 from service.jobs import store
 from service.registry import ENDPOINTS
-from service.schemas.models import ModelList, ModelView
+from service.schemas.models import ModelDeleted, ModelList, ModelView
 from training.artifacts import Manifest
 
 router = APIRouter(tags=["models"])
@@ -36,9 +36,8 @@ def view(manifest: Manifest) -> ModelView:
 
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(ctx: Ctx, who: Caller) -> ModelList:
-    models = ctx.registry.list()
-    shown = set(await ctx.tenancy.visible(who, [m.id for m in models]))
-    return ModelList(data=[view(m) for m in models if m.id in shown])
+    models = await ctx.tenancy.listing(who)
+    return ModelList(data=[view(m.manifest.model_copy(update={"id": m.id})) for m in models])
 
 
 @router.get("/v1/models/{model_id}", response_model=ModelView)
@@ -46,7 +45,18 @@ async def get_model(ctx: Ctx, who: Caller, model_id: str) -> ModelView:
     model = await ctx.tenancy.resolve(who, model_id)
     shown = view(model.manifest.model_copy(update={"id": model_id}))
     try:
-        shown.job = await ctx.db.call(store.lineage, model_id)
+        shown.job = await ctx.db.call(store.lineage, model.manifest.id)
     except Exception as exc:  # the model serves without its record; say nothing wrong
         log.warning("no lineage for %s: %s", model_id, type(exc).__name__)
     return shown
+
+
+@router.delete("/v1/models/{model_id}", response_model=ModelDeleted)
+async def delete_model(ctx: Ctx, who: Caller, model_id: str) -> ModelDeleted:
+    """Delete a model: a tenant its own fine-tuned models, the admin any but the base. A
+    model an unfinished job starts from cannot be deleted (409) until the job ends."""
+    model = await ctx.tenancy.resolve(who, model_id)
+    await ctx.db.call(store.refuse_if_in_use, model.manifest.id)
+    await ctx.tenancy.forget(who, model)
+    ctx.registry.delete(model)
+    return ModelDeleted(id=model_id)
