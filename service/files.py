@@ -8,16 +8,21 @@ a job never starts on data that would fail halfway. Errors name the file and the
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
 import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from service.db import Database, File, Job, now, page
-from service.errors import Conflict, InvalidRequest, NotFound, TooLarge
+from service.db import Database, File, Job, lock_tenant, now
+from service.errors import Conflict, InvalidRequest, NotFound, RateLimited, TooLarge
+from service.paging import page
 from training import data
 from training.config import PURPOSES
 
@@ -35,29 +40,90 @@ def safe_name(filename: str | None) -> str:
     return name[:200]
 
 
-def _inspect(path: Path, purpose: str) -> tuple[str, int, list[str] | None]:
-    """(format, rows, labels) of a stored file, or InvalidRequest naming the lines at fault."""
+@dataclass(frozen=True)
+class UploadLimits:
+    """What an upload may be and cost (the settings)."""
+
+    max_bytes: int  # the file as sent
+    data: data.Limits  # decompressed size and line length, while it is read
+    check_timeout_s: float = 600
+    check_memory_bytes: int = 2**30
+    tenant_bytes: int | None = None  # what one tenant's files may hold, together
+    tenant_files: int | None = None
+
+
+def check(path: Path, purpose: str, limits: UploadLimits) -> tuple[str, int, list[str] | None]:
+    """(format, rows, labels) of an uploaded file, checked whole by `python -m
+    training.data.check` in a process of its own: its memory capped, its CPU at a lower
+    priority, its time bounded; outside the ingress's event loop and its GIL, so inference
+    goes on while a large upload is read. InvalidRequest names the lines at fault."""
+    cmd = [
+        sys.executable, "-m", "training.data.check", str(path), purpose,
+        "--memory-bytes", str(limits.check_memory_bytes),
+    ]  # fmt: skip
+    if limits.data.max_decompressed_bytes:
+        cmd += ["--max-decompressed-bytes", str(limits.data.max_decompressed_bytes)]
+    if limits.data.max_line_chars:
+        cmd += ["--max-line-chars", str(limits.data.max_line_chars)]
     try:
-        if purpose == "pretrain":
-            return "corpus", len(data.read_corpus(path)), None
-        kind = data.sniff_format(path)
-        if kind == "classification":
-            rows = data.read_classification(path)
-            return kind, len(rows.texts), rows.label_names
-        if kind == "squad":
-            return kind, len(data.read_squad(path)), None
-    except data.DataError as exc:
-        raise InvalidRequest(str(exc), param="file") from exc
-    except UnicodeDecodeError as exc:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=limits.check_timeout_s)
+    except subprocess.TimeoutExpired:
         raise InvalidRequest(
-            f"{path.name}: is not UTF-8 text; save it as UTF-8", param="file"
-        ) from exc
-    raise InvalidRequest(
-        f"{path.name}: a fine-tune file must be classification JSON Lines "
-        '({"text": ..., "label": ...} a line) or SQuAD v1.1 JSON; for raw text to pretrain '
-        'on, upload it with purpose "pretrain"',
-        param="file",
-    )
+            f"{path.name}: checking it took longer than {limits.check_timeout_s:.0f} s "
+            "(setting TUNESERVE_VALIDATION_TIMEOUT_S)",
+            param="file",
+        ) from None
+    try:
+        answer = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):  # killed, out of memory before it could answer
+        raise InvalidRequest(
+            f"{path.name}: it could not be checked within the memory a check may use",
+            param="file",
+        ) from None
+    if not answer["ok"]:
+        raise InvalidRequest(answer["message"], param="file")
+    return answer["format"], answer["rows"], answer["labels"]
+
+
+def _receive(src: BinaryIO, path: Path, max_bytes: int) -> tuple[int, str]:
+    """Copy an upload to disk as it comes; (size, sha256)."""
+    digest, size = hashlib.sha256(), 0
+    with path.open("wb") as out:
+        while chunk := src.read(_CHUNK):
+            size += len(chunk)
+            if size > max_bytes:
+                raise TooLarge(
+                    f"the file is larger than the limit of {max_bytes} bytes "
+                    "(setting TUNESERVE_MAX_UPLOAD_BYTES)",
+                    param="file",
+                )
+            digest.update(chunk)
+            out.write(chunk)
+    if size == 0:
+        raise InvalidRequest(f"{path.name}: the file is empty", param="file")
+    return size, digest.hexdigest()
+
+
+def _within_quota(db: Database, s, tenant: str, size: int, limits: UploadLimits) -> None:
+    """Under the tenant's lock: its files, this one included, stay within its quota."""
+    lock_tenant(db, s, tenant)
+    count, total = s.execute(
+        select(func.count(), func.coalesce(func.sum(File.bytes), 0)).where(
+            File.tenant == tenant, File.deleted.is_(False)
+        )
+    ).one()
+    if limits.tenant_files is not None and count + 1 > limits.tenant_files:
+        raise RateLimited(
+            f"tenant {tenant!r} has {count} files, the most it may keep "
+            "(setting TUNESERVE_MAX_TENANT_FILES); delete some first",
+            param="file",
+        )
+    if limits.tenant_bytes is not None and total + size > limits.tenant_bytes:
+        raise TooLarge(
+            f"tenant {tenant!r} keeps {total} bytes of files; this one would pass its quota "
+            f"of {limits.tenant_bytes} (setting TUNESERVE_MAX_TENANT_BYTES)",
+            param="file",
+        )
 
 
 def store(
@@ -67,10 +133,12 @@ def store(
     filename: str | None,
     purpose: str,
     *,
-    max_bytes: int,
+    limits: UploadLimits,
     tenant: str | None = None,
 ) -> File:
-    """Copy an upload under home/files/<id>/, validate it, record it. Nothing is kept on error."""
+    """Receive an upload under home/files/.incoming-<id>/, check it, record it, then move it
+    into place. Nothing is kept on error; a crash between the record and the move is finished
+    by `sweep` at the next start."""
     if purpose not in PURPOSES:
         raise InvalidRequest(
             f"purpose must be one of {list(PURPOSES)}, not {purpose!r}", param="purpose"
@@ -81,42 +149,27 @@ def store(
     staging.mkdir(parents=True, exist_ok=True)
     try:
         path = staging / safe_name(filename)
-        digest, size = hashlib.sha256(), 0
-        with path.open("wb") as out:
-            while chunk := src.read(_CHUNK):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise TooLarge(
-                        f"the file is larger than the limit of {max_bytes} bytes "
-                        "(setting TUNESERVE_MAX_UPLOAD_BYTES)",
-                        param="file",
-                    )
-                digest.update(chunk)
-                out.write(chunk)
-        if size == 0:
-            raise InvalidRequest(f"{path.name}: the file is empty", param="file")
-        fmt, rows, labels = _inspect(path, purpose)
+        size, sha = _receive(src, path, limits.max_bytes)
+        fmt, rows, labels = check(path, purpose, limits)
         final = root / file_id
-        staging.rename(final)
         record = File(
             id=file_id,
             tenant=tenant,
             filename=Path(filename or path.name).name[:512],
             purpose=purpose,
             bytes=size,
-            sha256=digest.hexdigest(),
+            sha256=sha,
             format=fmt,
             rows=rows,
             labels=labels,
             path=str(final / path.name),
             created_at=now(),
         )
-        try:
-            with db.session() as s:
-                s.add(record)
-        except Exception:
-            shutil.rmtree(final, ignore_errors=True)
-            raise
+        with db.session() as s:
+            if tenant is not None:
+                _within_quota(db, s, tenant, size, limits)
+            s.add(record)
+        staging.rename(final)
         return record
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -4,6 +4,9 @@ import json
 import random
 from pathlib import Path
 
+from service.files import UploadLimits
+from training.data import Limits
+
 POSITIVE = ["wonderful", "loved", "happy", "great", "minute"]
 NEGATIVE = ["dull", "tedious", "mess", "sad", "angry"]
 
@@ -74,3 +77,7 @@ def copy_model(store: Path, src_id: str, new_id: str, *, link: bool) -> Path:
                 shutil.copytree(src / sub, stage / sub)
         artifacts.write_manifest(stage, manifest.model_copy(update={"id": new_id}))
     return artifacts.model_dir(store, new_id)
+
+
+# what the tests' uploads may be: a megabyte, read with the service's default line limit
+UPLOAD_LIMITS = UploadLimits(max_bytes=10**6, data=Limits(2**30, 1_000_000))

@@ -31,3 +31,23 @@ def best_spans(
                 continue
             spans.append((float(start_logits[s] + end_logits[e]), offsets[s][0], offsets[e][1]))
     return sorted(spans, reverse=True)
+
+
+# Of a question, a QA window keeps at most this many tokens (as SQuAD's reference
+# preprocessing does): the rest of the window is the context's.
+DEFAULT_MAX_QUESTION_TOKENS = 64
+
+
+def question_cap(max_seq_length: int, doc_stride: int, wanted: int) -> int:
+    """The question tokens a window may hold: at most `wanted`, and few enough that the
+    context still gets more than `doc_stride` tokens of it (else the fast tokenizer fails to
+    cut the windows at all: [CLS] question [SEP] context [SEP] is 3 more)."""
+    return max(1, min(wanted, max_seq_length - doc_stride - 4))
+
+
+def cap_question(question: str, token_offsets: Sequence[tuple[int, int]], cap: int) -> str:
+    """The question cut after its `cap`-th token (`token_offsets`: the character span of each
+    of its tokens, without special tokens)."""
+    if len(token_offsets) <= cap:
+        return question
+    return question[: token_offsets[cap - 1][1]]

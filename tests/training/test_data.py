@@ -86,7 +86,7 @@ def test_squad_reads_and_checks_answer_offsets(tmp_path):
 def test_squad_layout_errors(tmp_path):
     with pytest.raises(DataError, match="SQuAD v1.1 JSON"):
         read_squad(_write(tmp_path / "x.json", '{"version": 1}'))
-    with pytest.raises(DataError, match="line 1: is not valid JSON"):
+    with pytest.raises(DataError, match=r"y.json: is not valid JSON \(parse error: premature EOF"):
         read_squad(_write(tmp_path / "y.json", '{"data": ['))
 
 

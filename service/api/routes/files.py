@@ -13,10 +13,22 @@ from service.api.deps import Caller, Ctx
 from service.schemas.fields import after as after_id
 from service.schemas.files import FileDeleted, FileView
 from service.schemas.page import Page
+from service.settings import Settings
 from training.config import Purpose
+from training.data import Limits
 
 router = APIRouter(tags=["files"])
 UPLOAD_PATH = "/v1/files"
+
+
+def upload_limits(s: Settings) -> files.UploadLimits:
+    return files.UploadLimits(
+        max_bytes=s.max_upload_bytes,
+        data=Limits(s.max_decompressed_bytes, s.max_line_chars),
+        check_timeout_s=s.validation_timeout_s,
+        tenant_bytes=s.max_tenant_bytes,
+        tenant_files=s.max_tenant_files,
+    )
 
 
 @router.post(UPLOAD_PATH, response_model=FileView)
@@ -34,7 +46,7 @@ async def upload_file(
         file.file,
         file.filename,
         purpose,
-        max_bytes=ctx.settings.max_upload_bytes,
+        limits=upload_limits(ctx.settings),
         tenant=who.tenant,
     )
     return FileView.of(record)
