@@ -65,6 +65,9 @@ class Hyperparameters(_Strict):
     max_seq_length: int = Field(128, ge=16, le=4096)
     doc_stride: int = Field(64, ge=8, description="QA: tokens shared by adjacent windows")
     max_answer_length: int = Field(30, ge=1, le=512, description="QA: longest answer, in tokens")
+    max_question_tokens: int = Field(
+        64, ge=1, le=512, description="QA: a longer question is cut to this many tokens"
+    )
     gradient_accumulation: int = Field(1, ge=1, le=1024)
     max_grad_norm: float = Field(1.0, gt=0)
     seed: int = Field(42, ge=0)

@@ -131,16 +131,7 @@ def export_run(
                 replace=replace,
                 **extras,
             )
-    qa = {"doc_stride": hp.doc_stride, "max_answer_length": hp.max_answer_length}
-    manifest = artifacts.Manifest(
-        id=spec.model_id,
-        task=spec.task,
-        labels=info["labels"],
-        max_seq_length=hp.max_seq_length,
-        hidden_size=AutoConfig.from_pretrained(str(hf)).hidden_size,
-        **extras,
-        **(qa if spec.task == "extractive-qa" else {}),
-    )
+    manifest = _finetuned_manifest(spec, hf, info["labels"], extras)
     prepared = torch.load(inputs / "prepared.pt", weights_only=False)
     return export_finetuned(
         model,
@@ -150,4 +141,24 @@ def export_run(
         manifest,
         validate=task.onnx_metric(prepared["eval"]),
         replace=replace,
+    )
+
+
+def _finetuned_manifest(
+    spec: Spec, hf: Path, labels: list[str], extras: dict
+) -> artifacts.Manifest:
+    hp = spec.hyperparameters
+    qa = {
+        "doc_stride": hp.doc_stride,
+        "max_answer_length": hp.max_answer_length,
+        "max_question_tokens": hp.max_question_tokens,
+    }
+    return artifacts.Manifest(
+        id=spec.model_id,
+        task=spec.task,
+        labels=labels,
+        max_seq_length=hp.max_seq_length,
+        hidden_size=AutoConfig.from_pretrained(str(hf)).hidden_size,
+        **extras,
+        **(qa if spec.task == "extractive-qa" else {}),
     )

@@ -60,7 +60,10 @@ ModelHeader = Annotated[
 
 
 def model_named(request: Request, body_model: str | None, header_model: str | None) -> str:
-    """The model a request names (the body wins over the header), kept for the metrics."""
+    """The model a request names (the body wins over the header). The metrics call it
+    `unknown` until tenancy has resolved it (`resolved`): a made-up id must neither grow the
+    metrics nor show there whether it exists."""
+    request.state.model_id = "unknown"
     model_id = body_model or header_model
     if not model_id:
         raise InvalidRequest(
@@ -68,8 +71,12 @@ def model_named(request: Request, body_model: str | None, header_model: str | No
             "serve-multiplexed-model-id header",
             param="model",
         )
-    request.state.model_id = model_id
     return model_id
+
+
+def resolved(request: Request, model_id: str) -> None:
+    """The model a request named exists and the caller may use it: the metrics may say so."""
+    request.state.model_id = model_id
 
 
 def limit_texts(

@@ -15,7 +15,7 @@ from service.db import Database
 from service.deployments.models import ModelClient
 from service.deployments.network import bind_replica_grpc_to_node_ip
 from service.registry import Registry
-from service.settings import Settings, replica_db_url
+from service.settings import Settings, replica_admin_hash, replica_db_url
 from service.tenancy import Tenancy
 
 
@@ -40,7 +40,7 @@ class Ingress:
             settings=s,
             home=Path(s.home),
             db=db,
-            auth=Authenticator(db, admin_key_sha256),
+            auth=Authenticator(db, replica_admin_hash(admin_key_sha256)),
             registry=registry,
             tenancy=Tenancy(registry, db),
             models=ModelClient(
@@ -48,6 +48,7 @@ class Ingress:
                 calls_in_flight=max(2, 2 * replicas),
                 batch_tokens=s.batch_tokens,
                 max_queued=s.model_max_queued,
+                timeout_s=s.model_call_timeout_s,
             ),
         )
 

@@ -168,14 +168,17 @@ class ModelClient:
     becomes an error the client can act on."""
 
     def __init__(
-        self, handle: DeploymentHandle, *, calls_in_flight: int, batch_tokens: int, max_queued: int
+        self,
+        handle: DeploymentHandle,
+        *,
+        calls_in_flight: int,
+        batch_tokens: int,
+        max_queued: int,
+        timeout_s: float = 60.0,
     ):
-        self.handle = handle
-        self.calls_in_flight, self.batch_tokens, self.max_queued = (
-            calls_in_flight,
-            batch_tokens,
-            max_queued,
-        )
+        self.handle, self.timeout_s = handle, timeout_s
+        self.calls_in_flight, self.batch_tokens = calls_in_flight, batch_tokens
+        self.max_queued = max_queued
         self._senders: dict[tuple[str, str], Batcher] = {}
 
     async def call(self, model_id: str, method: str, request: object, tokens: int) -> list:
@@ -189,7 +192,14 @@ class ModelClient:
                 max_queued=self.max_queued,
             )
         try:
-            return await sender.submit(model_id, (request, tokens), tokens)
+            call = sender.submit(model_id, (request, tokens), tokens)
+            return await asyncio.wait_for(call, self.timeout_s)
+        except TimeoutError:
+            raise ModelUnavailable(
+                f"model {model_id!r} did not answer within {self.timeout_s:.0f} s "
+                "(setting TUNESERVE_MODEL_CALL_TIMEOUT_S); retry",
+                param="model",
+            ) from None
         except QueueFull:
             raise Overloaded(
                 f"model {model_id!r} has more requests waiting than it queues; retry shortly",

@@ -119,18 +119,38 @@ class Batcher:
             task.add_done_callback(self._tasks.discard)
 
     async def _run(self, batch: list[Pending]) -> None:
+        """Run one batch and answer every caller in it, whatever happens: when the batch fails,
+        each request runs again alone, so that only the one that caused it gets the error."""
+        try:
+            await self._answer(batch, isolate=len(batch) > 1)
+        finally:
+            self._running -= 1
+            self._kick()
+
+    async def _answer(self, batch: list[Pending], *, isolate: bool) -> None:
         try:
             results = await self.run(batch[0].key, batch)
             if len(results) != len(batch):
                 raise RuntimeError(f"a batch of {len(batch)} gave {len(results)} results")
-        except Exception as exc:  # every caller of the batch gets the error
+        except asyncio.CancelledError:
+            _fail(batch, RuntimeError("the batch was cancelled: the replica is stopping"))
+            raise
+        except BaseException as exc:  # a tokenizer's panic is a BaseException: caught too
+            if not isolate:
+                _fail(batch, exc)
+                return
             for p in batch:
                 if not p.future.done():
-                    p.future.set_exception(exc)
+                    await self._answer([p], isolate=False)
         else:
             for p, result in zip(batch, results, strict=True):
                 if not p.future.done():
                     p.future.set_result(result)
-        finally:
-            self._running -= 1
-            self._kick()
+
+
+def _fail(batch: list[Pending], exc: BaseException) -> None:
+    # a future takes an Exception: anything else (a panic) is carried as one
+    error = exc if isinstance(exc, Exception) else RuntimeError(f"{type(exc).__name__}: {exc}")
+    for p in batch:
+        if not p.future.done():
+            p.future.set_exception(error)

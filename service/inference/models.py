@@ -10,11 +10,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from service.inference import postprocess
 from service.inference.session import Session, timings
 from training import artifacts
-from training.spans import best_spans
+from training.spans import (
+    DEFAULT_MAX_QUESTION_TOKENS,
+    best_spans,
+    cap_question,
+    question_cap,
+)
 
 # A label is compared with a text as this sentence. Of 17 wordings tried on SST-2 validation
 # and movie_sentiment test with labels negative/positive (bench/zero_shot.py), this one was
@@ -128,15 +134,27 @@ class QAModel(LoadedModel):
         super().__init__(session)
         m = self.manifest
         self.max_answer_length = m.max_answer_length or 30
+        stride = m.doc_stride or 64
+        wanted = m.max_question_tokens or DEFAULT_MAX_QUESTION_TOKENS
+        self.question_cap = question_cap(m.max_seq_length, stride, wanted)
+        # the question alone, to cut it: the windowing tokenizer refuses a single sequence
+        self._questions = Tokenizer.from_str(session.tokenizer.to_str())
+        self._questions.no_truncation()
         session.tokenizer.enable_truncation(
-            max_length=m.max_seq_length, stride=m.doc_stride or 64, strategy="only_second"
+            max_length=m.max_seq_length, stride=stride, strategy="only_second"
         )
+
+    def cut(self, question: str) -> str:
+        """The question as a window holds it: a long one cut to `question_cap` tokens, rather
+        than failing (the fast tokenizer panics on a question that leaves no room)."""
+        offsets = self._questions.encode(question, add_special_tokens=False).offsets
+        return cap_question(question, offsets, self.question_cap)
 
     def windows(self, pairs: Sequence[tuple[str, str]]) -> tuple[list, list[int]]:
         """Every window of every (question, context), and the pair each belongs to."""
         windows, owners = [], []
         for i, (question, context) in enumerate(pairs):
-            enc = self.session.tokenizer.encode(question, context)
+            enc = self.session.tokenizer.encode(self.cut(question), context)
             for w in [enc, *enc.overflowing]:
                 windows.append(w)
                 owners.append(i)

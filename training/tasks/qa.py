@@ -13,6 +13,7 @@ from transformers import AutoModelForQuestionAnswering, PreTrainedTokenizerFast
 
 from training.config import FinetuneSpec
 from training.data import QAExample
+from training.spans import cap_question, question_cap
 from training.tasks.base import Evaluate, OnnxMetric, onnx_batches, pad_batch
 from training.tasks.squad import best_answers, squad_scores
 
@@ -35,11 +36,22 @@ class QATask:
             str(init_dir), attn_implementation="eager"
         )
 
+    def questions(self, examples: Sequence[QAExample]) -> list[str]:
+        """Each question, cut to the tokens a window holds of it (spans.question_cap)."""
+        cap = question_cap(self.hp.max_seq_length, self.hp.doc_stride, self.hp.max_question_tokens)
+        alone = self.tokenizer(
+            [ex.question for ex in examples], add_special_tokens=False, return_offsets_mapping=True
+        )
+        return [
+            cap_question(ex.question, offsets, cap)
+            for ex, offsets in zip(examples, alone["offset_mapping"], strict=True)
+        ]
+
     def windows(self, examples: Sequence[QAExample]) -> list[dict]:
         """Sliding windows over each context (question first, then a slice of the context),
         with the char offsets of the context tokens and, for training, the answer position."""
         enc = self.tokenizer(
-            [ex.question for ex in examples],
+            self.questions(examples),
             [ex.context for ex in examples],
             truncation="only_second",
             max_length=self.hp.max_seq_length,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from service.api.deps import Caller, Ctx, ModelHeader, limit_texts, model_named
+from service.api.deps import Caller, Ctx, ModelHeader, limit_texts, model_named, resolved
 from service.errors import InvalidRequest, LimitExceeded
 from service.inference.batching import approx_tokens
 from service.registry import check_endpoint
@@ -27,6 +27,7 @@ async def classify(
     encoder and the candidate `labels` given in the request."""
     model_id = model_named(request, body.model, serve_multiplexed_model_id)
     model = await ctx.tenancy.resolve(who, model_id)
+    resolved(request, model_id)
     check_endpoint(model, "text-classification", body.labels)
     texts = list(body.inputs)
     limit_texts(ctx.settings, texts, "inputs")
@@ -58,6 +59,7 @@ async def qa(
     sentence of the context closest to the question with a base encoder."""
     model_id = model_named(request, body.model, serve_multiplexed_model_id)
     model = await ctx.tenancy.resolve(who, model_id)
+    resolved(request, model_id)
     check_endpoint(model, "extractive-qa")
     pairs = body.pairs()
     if body.inputs is not None:

@@ -27,7 +27,14 @@ async def create_job(ctx: Ctx, who: Caller, body: CreateJobRequest) -> JobView:
         store.create,
         body,
         base,
-        defaults=JobDefaults(s.job_workers, s.job_cpus_per_worker, s.job_use_gpu),
+        defaults=JobDefaults(
+            s.job_workers,
+            s.job_cpus_per_worker,
+            s.job_use_gpu,
+            max_workers=s.max_job_workers,
+            max_gpus=s.max_job_gpus,
+            max_epochs=s.max_job_epochs,
+        ),
         tenant=who.scope,
         max_unfinished=s.max_jobs_per_tenant if who.scope else None,
     )

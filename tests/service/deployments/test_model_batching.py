@@ -86,10 +86,14 @@ def test_metrics_count_these_requests_and_show_batches(service_url):
     before = metric_total(service_url, name, **ok)
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda i: _classify(service_url, f"text {i}"), range(8)))
+    unknown = {"model": "unknown", "status": "404", "route": "/v1/classify"}
+    missing_before = metric_total(service_url, name, **unknown)
     missing = f"nope-{secrets.token_hex(4)}"  # a model id no earlier test used
     post(f"{service_url}/v1/classify", {"model": missing, "inputs": ["x"], "labels": LABELS})
     wait_for_metric(service_url, name, before + 8, **ok)
-    wait_for_metric(service_url, name, 1, model=missing, status="404")
+    # an id the service does not have is counted as `unknown`, never under its own name
+    wait_for_metric(service_url, name, missing_before + 1, **unknown)
+    assert metric_total(service_url, name, model=missing) == 0
     with urllib.request.urlopen(f"{service_url}/metrics", timeout=30) as resp:
         assert resp.headers["content-type"].startswith("text/plain")
         text = resp.read().decode()

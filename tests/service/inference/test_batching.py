@@ -117,7 +117,7 @@ def test_the_token_budget_bounds_a_batch_but_one_big_request_still_runs():
     assert run(main()) == [("m", ["big"]), ("m", ["a", "b"]), ("m", ["c", "d"])]
 
 
-def test_an_error_reaches_every_caller_of_its_batch_and_the_batcher_carries_on():
+def test_an_error_fails_only_its_request_and_the_batcher_carries_on():
     async def main():
         runner = Gated(fail_on="b")
         b = Batcher(runner, max_tokens=100)
@@ -125,18 +125,17 @@ def test_an_error_reaches_every_caller_of_its_batch_and_the_batcher_carries_on()
         await runner.running(1)
         second = [asyncio.create_task(b.submit("m", x, 1)) for x in "bc"]
         await _until(lambda: len(b._queue) == 2)
-        runner.finish(0)
-        await runner.running(2)
-        runner.finish(1)
+        await runner.drain(4)  # a; b and c together (fails); then b alone, c alone
         results = await asyncio.gather(first, *second, return_exceptions=True)
         after = asyncio.create_task(b.submit("m", "d", 1))
-        await runner.running(3)
-        runner.finish(2)
-        return results, await after
+        await runner.running(5)
+        runner.finish(4)
+        return results, await after, runner.batches
 
-    results, after = run(main())
-    assert results[0] == "m:a"
-    assert all(isinstance(r, ValueError) and "bad item b" in str(r) for r in results[1:])
+    results, after, batches = run(main())
+    assert results[0] == "m:a" and results[2] == "m:c"
+    assert isinstance(results[1], ValueError) and "bad item b" in str(results[1])
+    assert batches == [("m", ["a"]), ("m", ["b", "c"]), ("m", ["b"]), ("m", ["c"]), ("m", ["d"])]
     assert after == "m:d"
 
 
@@ -219,3 +218,41 @@ def test_a_batch_window_lets_an_idle_batcher_wait_for_company():
 
 def test_token_estimates_cap_each_text():
     assert approx_tokens(["abcd" * 10, "x" * 100_000], max_tokens=50) == 12 + 50
+
+
+def test_a_failing_batch_fails_only_the_request_that_broke_it():
+    """Whatever a batch raises (a tokenizer's panic is a BaseException, not an Exception),
+    every caller is answered: the batch runs again one request at a time, so the others get
+    their results and only the culprit its error."""
+
+    class Panic(BaseException):
+        pass
+
+    async def run(key, batch):
+        if any(p.item == "bad" for p in batch):
+            raise Panic("the tokenizer gave up")
+        return [f"{key}:{p.item}" for p in batch]
+
+    async def main():
+        gate = asyncio.Event()
+
+        async def slow(key, batch):
+            await gate.wait()
+            return await run(key, batch)
+
+        b = Batcher(slow, max_tokens=100)
+        first = asyncio.create_task(b.submit("m", "a", 1))
+        await asyncio.sleep(0)
+        rest = [asyncio.create_task(b.submit("m", x, 1)) for x in ("b", "bad", "c")]
+        await _until(lambda: len(b._queue) == 3)
+        gate.set()
+        return await asyncio.gather(first, *rest, return_exceptions=True)
+
+    results = run_(main())
+    assert results[:2] == ["m:a", "m:b"] and results[3] == "m:c"
+    assert isinstance(results[2], RuntimeError) and "Panic: the tokenizer gave up" in str(
+        results[2]
+    )
+
+
+run_ = run

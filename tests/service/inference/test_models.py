@@ -108,3 +108,18 @@ def test_a_long_context_is_read_in_windows_and_the_answer_mapped_back(store):
     (r,) = qa.answer([("where is mount fuji", context)])
     assert r["answer"] == "japan" and context[r["start"] : r["end"]] == "japan"
     assert r["start"] == context.rindex("japan") and r["score"] > 0.5
+
+
+def test_a_question_longer_than_the_window_is_cut_not_a_crash(store):
+    """The fast tokenizer panics (a BaseException) when a question leaves the context no room
+    in a window: the runtime cuts the question to what a window holds first."""
+    manifest = Manifest(id="qa", task="extractive-qa", max_seq_length=32, doc_stride=8)
+    tokenizer_dir = artifacts.model_dir(store, "base") / "tokenizer"
+    qa = QAModel(_Windows(tokenizer_dir, manifest, "japan"))  # type: ignore[arg-type]
+    assert qa.question_cap == 32 - 8 - 4  # a window keeps the context more than the stride
+    question = "where is mount fuji " * 300
+    context = "mount fuji is in japan ."
+    windows, _ = qa.windows([(question, context)])
+    assert all(len(w.ids) <= 32 for w in windows)
+    (r,) = qa.answer([(question, context)])
+    assert r["answer"] == "japan"
