@@ -51,9 +51,14 @@ def build_app(args: dict | None = None) -> Application:
     runner = JobRunnerServer.options(ray_actor_options=on_head).bind(  # type: ignore[attr-defined]  # a Deployment
         str(settings.home),
         settings.shared_db_url(),
-        max_running=settings.max_running_jobs,
         poll_s=settings.jobs_poll_s,
         address=settings.jobs_address,
+        limits={
+            "max_running": settings.max_running_jobs,
+            "min_event_interval_s": settings.min_event_interval_s,
+            "max_follow_errors": settings.max_follow_errors,
+            "sweep_after_s": settings.sweep_after_s,
+        },
     )
     key = settings.admin_key
     return Ingress.options(  # type: ignore[attr-defined]  # @serve.deployment made it a Deployment
@@ -82,7 +87,14 @@ def ingress_settings(settings: Settings) -> dict:
 
 def deploy(settings: Settings, *, name: str = "tuneserve", route_prefix: str = "/") -> None:
     """Start Serve's HTTP proxy on the configured address and deploy the application."""
-    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.start(
+        http_options={
+            "host": settings.host,
+            "port": settings.port,
+            # a request that hangs is answered, never held for ever
+            "request_timeout_s": settings.request_timeout_s,
+        }
+    )
     serve.run(build_app(settings.app_args()), name=name, route_prefix=route_prefix, blocking=False)
 
 

@@ -113,6 +113,45 @@ class Settings(BaseSettings):
     job_use_gpu: bool = Field(
         False, description="jobs that do not say `scaling.use_gpu` train on GPUs (one a worker)"
     )
+    # what one job may ask for (a request beyond is refused naming the field)
+    max_job_workers: int = Field(8, ge=1, description="training workers a job may ask for")
+    max_job_gpus: int = Field(8, ge=0, description="GPUs a job may ask for (one a worker)")
+    max_job_epochs: float = Field(20, gt=0, description="epochs a job may ask for")
+
+    # uploads: bounded as they stream, and checked in a process of their own
+    max_decompressed_bytes: int = Field(
+        2 * 2**30, ge=1024, description="a gzip upload's size once decompressed"
+    )
+    max_line_chars: int = Field(
+        1_000_000, ge=100, description="characters of one line of an upload (JSON Lines, text)"
+    )
+    validation_timeout_s: float = Field(
+        600, gt=0, description="seconds an upload's check may take before it is refused"
+    )
+    # per tenant
+    max_tenant_bytes: int = Field(
+        10 * 2**30, ge=1, description="bytes of uploaded files a tenant may keep"
+    )
+    max_tenant_files: int = Field(100, ge=1, description="uploaded files a tenant may keep")
+
+    # time limits: a call that hangs is answered, never held
+    request_timeout_s: float = Field(
+        900, gt=0, description="Serve's limit on one HTTP request, uploads included"
+    )
+    model_call_timeout_s: float = Field(
+        60, gt=0, description="seconds the ingress waits for a model replica's answer"
+    )
+
+    # the job runner
+    min_event_interval_s: float = Field(
+        2.0, ge=0, description="a job's progress is recorded at most this often"
+    )
+    max_follow_errors: int = Field(
+        10, ge=1, description="ticks in a row that may fail to follow a job before it fails"
+    )
+    sweep_after_s: float = Field(
+        3600, gt=0, description="leftovers of a crash (staging folders) older than this go"
+    )
 
     @field_validator("home")
     @classmethod
@@ -164,3 +203,15 @@ def replica_db_url(shared: str) -> str:
         "environment lacks it: set TUNESERVE_DATABASE_URL to the full URL on every Ray node "
         "(on Kubernetes, from the Secret tuneserve-database), not only where the app is built"
     )
+
+
+def replica_admin_hash(passed: str | None) -> str | None:
+    """In the ingress: the admin key's SHA-256, as the application's builder passed it, else
+    from this process's own TUNESERVE_ADMIN_KEY. Serve may build the application on any node,
+    and on Kubernetes only the head pod, where the ingress runs, holds the key."""
+    import hashlib
+
+    if passed:
+        return passed
+    key = os.environ.get("TUNESERVE_ADMIN_KEY")
+    return hashlib.sha256(key.encode()).hexdigest() if key else None

@@ -2,12 +2,15 @@
 runner's tests: it follows the plan the test wrote beside the spec (plan.json), one step at a
 time, so the test decides exactly what the job's log holds and when.
 
-Steps: {"print": text} writes text (no newline added); {"wait_for": name} waits until a file
-of that name exists beside the spec; {"model": id} writes a model folder for id (a copy of
-base); {"exit": code} ends the run.
+Steps: {"event": text} appends text (no newline added) to this process's events file, where
+a run under the job runner writes its events (TUNESERVE_EVENTS_DIR); {"print": text} writes it
+on stdout, the Ray Job's log; {"wait_for": name} waits until a file of that name exists beside
+the spec; {"model": id} writes a model folder for id (a copy of base); {"exit": code} ends the
+run.
 """
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -19,8 +22,13 @@ folder = spec_path.parent
 attempt = len(list(folder.glob("started-*"))) + 1
 (folder / f"started-{attempt}").touch()
 plan = json.loads((folder / "plan.json").read_text())[f"attempt {attempt}"]
+events = Path(os.environ["TUNESERVE_EVENTS_DIR"])
+events.mkdir(parents=True, exist_ok=True)
 for step in plan:
-    if "print" in step:
+    if "event" in step:
+        with (events / f"{os.getpid()}.jsonl").open("a") as f:
+            f.write(step["event"])
+    elif "print" in step:
         sys.stdout.write(step["print"])
         sys.stdout.flush()
     elif "wait_for" in step:

@@ -176,8 +176,9 @@ def _missing(objects: list[dict]) -> set[tuple[str, str]]:
 
 
 def test_what_the_pods_refer_to_exists_or_is_yours_to_create(rendered):
-    # dev is self-contained: settings, database secret, volume, PostgreSQL
-    assert _missing(rendered["overlays/dev"]) == set()
+    # dev is self-contained (settings, database secret, volume, PostgreSQL) but for the admin
+    # key, which is made random by hand: no fixed key is committed
+    assert _missing(rendered["overlays/dev"]) == {("Secret", "tuneserve-admin")}
     # prod: the database and admin-key secrets are created by hand (deploy/README.md)
     assert _missing(rendered["overlays/prod"]) == {
         ("Secret", "tuneserve-database"),
@@ -350,3 +351,49 @@ def test_the_pods_get_the_same_serve_switches_as_a_local_run(rendered):
     for overlay in ("overlays/dev", "overlays/prod"):
         data = one(rendered[overlay], "ConfigMap", "tuneserve-settings")["data"]
         assert {k: data.get(k) for k in SERVE_FAST_PATH} == SERVE_FAST_PATH, overlay
+
+
+def _pods(objects: list[dict]):
+    """(where, pod spec) of every pod template the manifests hold."""
+    for o in objects:
+        if o["kind"] == "RayService":
+            cluster = o["spec"]["rayClusterConfig"]
+        elif o["kind"] == "RayJob":
+            cluster = o["spec"]["rayClusterSpec"]
+        elif o["kind"] in ("Deployment", "StatefulSet"):
+            yield o["metadata"]["name"], o["spec"]["template"]["spec"]
+            continue
+        else:
+            continue
+        yield f"{o['metadata']['name']}/head", cluster["headGroupSpec"]["template"]["spec"]
+        for g in cluster.get("workerGroupSpecs", []):
+            yield f"{o['metadata']['name']}/{g['groupName']}", g["template"]["spec"]
+
+
+def test_every_pod_of_ours_runs_without_privileges_and_bounded_on_disk(rendered):
+    for where, objects in rendered.items():
+        for name, pod in _pods(objects):
+            if "postgres" in name:
+                continue  # the dev database is PostgreSQL's own image
+            assert pod["securityContext"]["runAsNonRoot"], (where, name)
+            assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, (
+                where,
+                name,
+            )
+            for c in pod.get("initContainers", []) + pod["containers"]:
+                assert c["securityContext"] == {
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"]},
+                }, (where, name, c["name"])
+                assert "ephemeral-storage" in c["resources"]["limits"], (where, name, c["name"])
+
+
+def test_the_admin_key_is_only_where_the_ingress_runs(rendered):
+    for where in ("overlays/dev", "overlays/prod"):
+        for name, pod in _pods(rendered[where]):
+            holds = any(
+                e.get("name") == "TUNESERVE_ADMIN_KEY"
+                for c in pod["containers"]
+                for e in c.get("env", [])
+            )
+            assert holds == name.endswith("/head"), (where, name)

@@ -145,3 +145,17 @@ def test_a_replica_takes_the_database_password_from_its_environment(monkeypatch)
     monkeypatch.delenv("TUNESERVE_DATABASE_URL")
     with pytest.raises(RuntimeError, match=r"tuneserve:\*\*\*@db.internal"):
         replica_db_url(shared)
+
+
+def test_the_ingress_reads_the_admin_key_where_it_runs(monkeypatch):
+    """Serve may build the application on a node without the key (on Kubernetes only the head
+    holds it): the ingress then hashes the key of its own environment."""
+    import hashlib
+
+    from service.settings import replica_admin_hash
+
+    monkeypatch.delenv("TUNESERVE_ADMIN_KEY", raising=False)
+    assert replica_admin_hash(None) is None
+    assert replica_admin_hash("abc") == "abc"
+    monkeypatch.setenv("TUNESERVE_ADMIN_KEY", "head-only-key")
+    assert replica_admin_hash(None) == hashlib.sha256(b"head-only-key").hexdigest()

@@ -1,9 +1,11 @@
 """The typed event protocol between a training run and whoever watches it.
 
-`python -m training` (its driver and its rank-0 worker) writes each event as one JSON line on
-stdout, `{"tuneserve_event": {...}}`; the job service reads them from the Ray Job's log
-(service/jobs/follow.py) and `tuneserve finetune` from the run's output (service/cli/). Both
-parse with `parse`, so a field is named in one place. Light: no torch, no ray.
+`python -m training` (its driver and its rank-0 worker) writes each event as one JSON line,
+`{"tuneserve_event": {...}}`: on stdout, where `tuneserve finetune` reads it (service/cli/);
+or, under the job runner (TUNESERVE_EVENTS_DIR set), appended to a file of its own process in
+that folder, which the runner reads from where it stopped (service/jobs/follow.py), so a long
+job costs it only what is new. Both parse with `parse`, so a field is named in one place.
+Light: no torch, no ray.
 
 A run that refuses its spec or its data emits a `Failure` and exits with EXIT_BAD_INPUT.
 """
@@ -11,6 +13,9 @@ A run that refuses its spec or its data emits a `Failure` and exits with EXIT_BA
 from __future__ import annotations
 
 import json
+import os
+import time
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -19,11 +24,15 @@ MARKER = '{"tuneserve_event"'
 # `python -m training`'s exit status when its spec or its data was refused (a Failure event
 # says which): the job failed because of its input, not because training broke
 EXIT_BAD_INPUT = 2
+# where a run under the job runner writes its events: <folder>/<pid>.jsonl
+EVENTS_DIR_ENV = "TUNESERVE_EVENTS_DIR"
 
 
 class _Event(BaseModel):
     # a newer run may add fields: an older reader keeps what it knows
     model_config = ConfigDict(extra="ignore")
+
+    at: float = Field(default_factory=time.time, description="when, in Unix seconds")
 
 
 class Progress(_Event):
@@ -108,8 +117,16 @@ _EVENT: TypeAdapter[Event] = TypeAdapter(Event)
 
 
 def emit(event: _Event) -> None:
-    """Write one event line on stdout, flushed (Ray forwards a worker's stdout to its job log)."""
-    print(f"{MARKER}: {event.model_dump_json()}}}", flush=True)
+    """Write one event line: to this process's file in TUNESERVE_EVENTS_DIR when it is set
+    (one writer a file, each line appended whole), else on stdout, flushed."""
+    line = f"{MARKER}: {event.model_dump_json()}}}\n"
+    folder = os.environ.get(EVENTS_DIR_ENV)
+    if not folder:
+        print(line, end="", flush=True)
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with (Path(folder) / f"{os.getpid()}.jsonl").open("a", encoding="utf-8") as f:
+        f.write(line)
 
 
 def parse(text: str) -> list[Event]:

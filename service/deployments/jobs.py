@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from service.db import Database
 from service.deployments.network import bind_replica_grpc_to_node_ip
 from service.jobs.ray_jobs import RayJobs
-from service.jobs.runner import JobRunner
+from service.jobs.runner import JobRunner, RunnerLimits
 from service.settings import replica_db_url
 
 log = logging.getLogger("ray.serve")
@@ -25,14 +25,14 @@ log = logging.getLogger("ray.serve")
 @serve.deployment(name="jobs", num_replicas=1, ray_actor_options={"num_cpus": 0})
 class JobRunnerServer:
     async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
-        self, home: str, db_url: str, *, max_running: int, poll_s: float, address: str | None
+        self, home: str, db_url: str, *, poll_s: float, address: str | None, limits: dict
     ):
         bind_replica_grpc_to_node_ip()
         # the schema is brought up to date by the first tick that reaches the database: a
         # database that is down when the service starts must not stop it starting (the API
         # answers 503 for what needs it, and inference serves)
         self.db = Database(replica_db_url(db_url))
-        self.runner = JobRunner(self.db, Path(home), RayJobs(address), max_running=max_running)
+        self.runner = JobRunner(self.db, Path(home), RayJobs(address), RunnerLimits(**limits))
         self.poll_s = poll_s
         self._task = asyncio.create_task(self._loop())
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from training import events
+
 log = logging.getLogger("ray.serve")
 
 # Ray Train gives up on starting its workers after 60 s; a GPU node scaled up from zero, or a
@@ -21,6 +23,10 @@ WORKER_START_TIMEOUT_S = 900
 class JobState:
     status: str  # PENDING | RUNNING | SUCCEEDED | FAILED | STOPPED
     exit_code: int | None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status not in ("PENDING", "RUNNING")
 
 
 class RayJobs:
@@ -46,12 +52,18 @@ class RayJobs:
             self._gcs = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
         return self._client
 
-    def submit(self, submission_id: str, spec_path: Path, home: Path, metadata: dict) -> bool:
-        """Submit the run; True if Ray has it (a submission that already exists counts: the
-        runner wrote its id before a crash)."""
+    def submit(
+        self, submission_id: str, spec_path: Path, home: Path, metadata: dict, events_dir: Path
+    ) -> bool:
+        """Submit the run, its events written under `events_dir` (by every process of the job:
+        a job's runtime_env reaches its workers); True if Ray has it (a submission that
+        already exists counts: the runner wrote its id before a crash)."""
         client = self.client
         entry = shlex.join([*self.command, str(spec_path), "--home", str(home)])
-        env = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": str(WORKER_START_TIMEOUT_S)}
+        env = {
+            "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": str(WORKER_START_TIMEOUT_S),
+            events.EVENTS_DIR_ENV: str(events_dir),
+        }
         if self._gcs:  # named outright: Ray's "auto" guesses wrong beside a second Ray
             entry += f" --ray-address {shlex.quote(self._gcs)}"
             env["RAY_ADDRESS"] = self._gcs

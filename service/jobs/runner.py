@@ -4,38 +4,58 @@
                  \\________\\__________\\___> cancelled   (on request)
 
 Every step is a conditional update from the state it expects, so the API and the runner never
-overwrite each other. The runner keeps nothing it needs in memory: a runner restarted at any
-moment picks up from the database, finds each job's Ray Job by its submission id, and submits
-again (under the same run name, so Ray Train resumes from the last checkpoint) a job Ray no
-longer knows because the cluster was replaced.
+overwrite each other, and a job is submitted only while it is still queued. The runner keeps
+nothing it needs in memory: a runner restarted at any moment picks up from the database,
+finds each job's Ray Job by its submission id, and submits again (under the same run name, so
+Ray Train resumes from the last checkpoint) a job Ray no longer knows because the cluster was
+replaced. Free slots go to the tenants with the fewest jobs running, oldest job first.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import func, select, update
 
-from service.db import Database, File, Job, Model, changed, now
+from service import retention
+from service.db import Database, File, Job, changed, now
 from service.jobs import follow
-from service.jobs.ray_jobs import RayJobs
-from service.jobs.store import add_event, run_dir
+from service.jobs.ray_jobs import JobState, RayJobs
+from service.jobs.store import add_event, register_model, run_dir
 from training import artifacts
 from training.data import file_sha256
 
 log = logging.getLogger("ray.serve")
 
 
+@dataclass(frozen=True)
+class RunnerLimits:
+    max_running: int = 1
+    min_event_interval_s: float = 2.0  # progress recorded at most this often
+    max_follow_errors: int = 10  # ticks in a row a job may fail to be followed
+    ray_log_poll_s: float = 10.0  # Ray Train's own lines, read this often
+    sweep_after_s: float = 3600.0
+
+
 class JobRunner:
     """Moves jobs along; `tick()` is one pass. Run one of these per service."""
 
-    def __init__(self, db: Database, home: Path, ray_jobs: RayJobs, *, max_running: int = 1):
-        self.db, self.home, self.ray, self.max_running = db, Path(home), ray_jobs, max_running
+    def __init__(
+        self, db: Database, home: Path, ray_jobs: RayJobs, limits: RunnerLimits = RunnerLimits()
+    ):
+        self.db, self.home, self.ray, self.limits = db, Path(home), ray_jobs, limits
+        self._swept = False
+        self._ray_log_read: dict[str, float] = {}  # job id -> when its Ray log was last read
 
     def tick(self) -> None:
+        if not self._swept:  # what a crash left behind, once a start
+            retention.sweep(self.db, self.home, self.limits.sweep_after_s)
+            self._swept = True
         self._validate_files()
         with self.db.session() as s:
             following = list(
@@ -51,9 +71,42 @@ class JobRunner:
         for job in following:
             try:
                 self._follow(job)
-            except Exception:  # one job's trouble must not stall the others
-                log.exception("following job %s failed; retrying next tick", job.id)
+                if job.follow_errors:
+                    self._set(job, follow_errors=0)
+            except Exception as exc:  # one job's trouble must not stall the others
+                self._follow_failed(job, exc)
         self._start_queued()
+
+    def _set(self, job: Job, **values) -> None:
+        with self.db.session() as s:
+            s.execute(update(Job).where(Job.id == job.id).values(**values))
+
+    def _follow_failed(self, job: Job, exc: Exception) -> None:
+        """A job that cannot be followed tick after tick fails, saying why."""
+        errors = job.follow_errors + 1
+        log.warning("following job %s failed (%d in a row): %r", job.id, errors, exc)
+        if errors < self.limits.max_follow_errors:
+            self._set(job, follow_errors=errors)
+            return
+        if job.status == "cancelled":  # a cancel that cannot be wound down is given up
+            self._settle_cancelled(job)
+            return
+        reason = follow.without_paths(f"{type(exc).__name__}: {exc}")[:1000]
+        error = {
+            "code": "follow_failed",
+            "message": f"tuneserve could not follow the job: {reason}",
+            "param": None,
+        }
+        with self.db.session() as s:
+            self._finish(s, job, "failed", error=error)
+        self._stop_quietly(job)
+
+    def _stop_quietly(self, job: Job) -> None:
+        try:
+            if job.ray_job_id and (state := self.ray.state(job.ray_job_id)) and not state.terminal:
+                self.ray.stop(job.ray_job_id)
+        except Exception as exc:
+            log.warning("stopping the Ray job of %s failed: %r", job.id, exc)
 
     def _validate_files(self) -> None:
         """validating_files -> queued, or failed when a file is gone or changed on disk."""
@@ -73,69 +126,64 @@ class JobRunner:
                         "param": "training_file",
                     }
                     self._finish(s, job, "failed", error=error)
-                    continue
-                moved = changed(
+                elif changed(
                     s,
                     update(Job)
                     .where(Job.id == job.id, Job.status == "validating_files")
                     .values(status="queued"),
-                )
-                if moved:
+                ):
                     add_event(s, job.id, "Files validated; the job is queued", key="status:queued")
 
     def _start_queued(self) -> None:
-        """queued -> running, oldest first, up to `max_running` at once."""
+        """queued -> running, up to `max_running` at once: each free slot to the tenant with
+        the fewest jobs running and, of those, the one served longest ago (round robin); its
+        oldest job first. One tenant's queue never holds every slot while others wait."""
         with self.db.session() as s:
-            running = (
-                s.scalar(select(func.count()).select_from(Job).where(Job.status == "running")) or 0
+            running = Counter(s.scalars(select(Job.tenant).where(Job.status == "running")))
+            queued = list(s.scalars(select(Job).where(Job.status == "queued").order_by(Job.seq)))
+            served = dict(
+                s.execute(select(Job.tenant, func.max(Job.started_at)).group_by(Job.tenant)).all()
             )
-            queued = list(
-                s.scalars(
-                    select(Job)
-                    .where(Job.status == "queued")
-                    .order_by(Job.seq)
-                    .limit(max(0, self.max_running - running))
-                )
-            )
-        for job in queued:
+        for _ in range(max(0, self.limits.max_running - sum(running.values()))):
+            if not queued:
+                return
+            job = min(queued, key=lambda j: (running[j.tenant], served.get(j.tenant) or 0, j.seq))
+            queued.remove(job)
+            running[job.tenant] += 1
+            served[job.tenant] = now()
             self._submit(job)
 
     def _submit(self, job: Job, *, resubmit: bool = False) -> None:
         attempt = job.attempt + 1 if (resubmit or job.ray_job_id is None) else job.attempt
         sub_id = f"{job.id}-{attempt}"
-        # the id is written before submitting: a runner that dies in between finds the Ray
-        # Job under this id on its next tick instead of starting a second one
+        # claimed before submitting, and only while the job is still where it was: a cancel
+        # in between wins, and a runner that dies after the claim finds the Ray Job by its id
         with self.db.session() as s:
-            changed(
+            claimed = changed(
                 s,
                 update(Job)
-                .where(Job.id == job.id)
+                .where(Job.id == job.id, Job.status == ("running" if resubmit else "queued"))
                 .values(attempt=attempt, ray_job_id=sub_id, log_offset=0),
             )
+        if not claimed:
+            return
         folder = run_dir(self.home, job.id)
         folder.mkdir(parents=True, exist_ok=True)
         spec_path = folder / "spec.json"
         spec_path.write_text(json.dumps(job.spec, indent=2))
         metadata = {"tuneserve_job": job.id, "attempt": str(attempt)}
-        if not self.ray.submit(sub_id, spec_path, self.home, metadata):
+        if not self.ray.submit(sub_id, spec_path, self.home, metadata, folder / "events"):
             return
         with self.db.session() as s:
             if resubmit:
-                add_event(
-                    s,
-                    job.id,
-                    f"Ray no longer knew the job's run; submitted again as {sub_id}, resuming "
-                    "from its last checkpoint",
-                    key=f"resubmit:{attempt}",
-                    level="warn",
-                )
-                return
-            moved = s.execute(
+                message = f"Ray no longer knew the job's run; submitted again as {sub_id}, resuming from its last checkpoint"
+                add_event(s, job.id, message, key=f"resubmit:{attempt}", level="warn")
+            elif changed(
+                s,
                 update(Job)
                 .where(Job.id == job.id, Job.status == "queued")
-                .values(status="running", started_at=now())
-            )
-            if moved:
+                .values(status="running", started_at=now()),
+            ):
                 add_event(s, job.id, f"Training started (Ray job {sub_id})", key="status:running")
 
     def _follow(self, job: Job) -> None:
@@ -148,30 +196,57 @@ class JobRunner:
             else:
                 self._submit(job, resubmit=True)
             return
-        logs = self.ray.logs(job.ray_job_id)
-        follow.record(self.db, job, logs)
+        self._read_events(job, state)
         if job.status == "cancelled":
-            if state.status in ("PENDING", "RUNNING"):
-                self.ray.stop(job.ray_job_id)
-            else:
+            if state.terminal:
                 self._settle_cancelled(job)
+            else:
+                self.ray.stop(job.ray_job_id)
         elif state.status == "SUCCEEDED":
             self._succeeded(job)
         elif state.status in ("FAILED", "STOPPED"):
-            stopped = {
+            self._failed(job, state)
+
+    def _read_events(self, job: Job, state: JobState) -> None:
+        """The run's new events; Ray Train's lines from the Ray Job's log every so often (and
+        at the end), only what it added."""
+        assert job.ray_job_id
+        new, offsets = follow.read_new(
+            run_dir(self.home, job.id) / "events", job.follow_offsets or {}
+        )
+        log_offset = None
+        if (
+            state.terminal
+            or time.monotonic() - self._ray_log_read.get(job.id, 0) > self.limits.ray_log_poll_s
+        ):
+            self._ray_log_read[job.id] = time.monotonic()
+            logs = self.ray.logs(job.ray_job_id)
+            end = logs.rfind("\n", job.log_offset) + 1
+            if end > job.log_offset:
+                new = follow.ray_messages(logs[job.log_offset : end]) + new
+                log_offset = end
+        if new or offsets != (job.follow_offsets or {}) or log_offset is not None:
+            follow.record(self.db, job, new, offsets=offsets, log_offset=log_offset,
+                          min_interval_s=self.limits.min_event_interval_s)  # fmt: skip
+
+    def _failed(self, job: Job, state: JobState) -> None:
+        assert job.ray_job_id
+        if state.status == "STOPPED":
+            error = {
                 "code": "stopped",
                 "message": "the Ray job was stopped outside tuneserve",
                 "param": None,
             }
-            error = (
-                stopped
-                if state.status == "STOPPED"
-                else follow.failure_reason(logs, state.exit_code)
+        else:
+            logs = self.ray.logs(job.ray_job_id)
+            error = follow.failure_reason(
+                run_dir(self.home, job.id) / "events", logs, state.exit_code
             )
-            with self.db.session() as s:
-                current = s.scalar(select(Job).where(Job.id == job.id))
-                if current is not None and current.status == "running":
-                    self._finish(s, current, "failed", error=error)
+        with self.db.session() as s:
+            current = s.scalar(select(Job).where(Job.id == job.id))
+            if current is not None and current.status == "running":
+                self._finish(s, current, "failed", error=error)
+        retention.remove_run(self.home, job.id)
 
     def _succeeded(self, job: Job) -> None:
         """Register the job's model (owned by the job's tenant), then mark the job done."""
@@ -180,27 +255,9 @@ class JobRunner:
             current = s.scalar(select(Job).where(Job.id == job.id))
             if current is None or current.status != "running":
                 return
-            if not s.scalar(
-                select(func.count()).select_from(Model).where(Model.id == job.output_model)
-            ):
-                s.add(
-                    Model(
-                        id=job.output_model,
-                        tenant=job.tenant,
-                        task=manifest.task,
-                        base_model=job.model,
-                        job_id=job.id,
-                        dataset_sha256=s.scalar(
-                            select(File.sha256).where(File.id == job.training_file)
-                        ),
-                        spec=job.spec,
-                        metrics=manifest.metrics,
-                        export_report=manifest.parity.model_dump() if manifest.parity else None,
-                        precision=manifest.precision,
-                        created_at=now(),
-                    )
-                )
+            register_model(s, job, manifest)
             self._finish(s, current, "succeeded", fine_tuned_model=job.output_model)
+        retention.remove_run(self.home, job.id)
 
     def _finish(self, s, job: Job, status: str, **values) -> None:
         moved = changed(
@@ -219,9 +276,7 @@ class JobRunner:
             add_event(s, job.id, message, key="status:failed", level="error")
 
     def _settle_cancelled(self, job: Job) -> None:
-        """A cancelled job's Ray Job has ended: make sure nothing of it is served."""
-        folder = artifacts.model_dir(self.home, job.output_model)
-        if folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)
-        with self.db.session() as s:
-            s.execute(update(Job).where(Job.id == job.id).values(settled=True))
+        """A cancelled job's Ray Job has ended: nothing of it is served, nothing of it kept."""
+        artifacts.remove_model_dir(self.home, job.output_model)
+        self._set(job, settled=True)
+        retention.remove_run(self.home, job.id)

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from service.db import File
-from service.errors import InvalidRequest
+from service.errors import InvalidRequest, LimitExceeded
 from service.registry import ResolvedModel
 from service.schemas.jobs import CreateJobRequest
+from training.artifacts import validate_model_id
 from training.config import SCRATCH, TASK_OF_FORMAT, TASKS, Hyperparameters, build_spec
 
 # "auto" epochs: enough passes to see about this many examples, within [1, 10]
@@ -24,11 +25,14 @@ SPEC_TOP_LEVEL = ("objective", "scratch_size", "vocab_size")
 
 @dataclass(frozen=True)
 class JobDefaults:
-    """What a job gets when its request does not say (settings)."""
+    """What a job gets when its request does not say, and the most it may ask (settings)."""
 
     workers: int = 1
     cpus_per_worker: float = 1.0
     use_gpu: bool = False
+    max_workers: int = 8
+    max_gpus: int = 8
+    max_epochs: float = 20
 
 
 @dataclass(frozen=True)
@@ -69,10 +73,11 @@ def plan(
         "batch_size": defaults_hp.batch_size if batch_size == "auto" else batch_size,
         "learning_rate_multiplier": 1.0 if lr_mult == "auto" else lr_mult,
     }
+    scaling = _scaling(req, defaults)
+    _within_bounds(resolved["n_epochs"], scaling, defaults)
     seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
-    output = f"ft:{req.model}:{req.suffix or ''}:{job_id[-8:]}"
+    output = _output_id(req, job_id)
     top = {k: hp.pop(k) for k in SPEC_TOP_LEVEL if k in hp}
-    scaling = req.scaling
     try:
         spec = build_spec(
             run_id=job_id,
@@ -88,19 +93,54 @@ def plan(
                 "learning_rate": defaults_hp.learning_rate * resolved["learning_rate_multiplier"],
                 "seed": seed,
             },
-            scaling={
-                "num_workers": (scaling.num_workers if scaling else None) or defaults.workers,
-                "use_gpu": defaults.use_gpu
-                if scaling is None or scaling.use_gpu is None
-                else scaling.use_gpu,
-                "mixed_precision": scaling.mixed_precision if scaling else "no",
-                "cpus_per_worker": defaults.cpus_per_worker,
-            },
+            scaling=scaling,
             **top,
         )
     except ValidationError as exc:
         raise _invalid(exc) from exc
     return Plan(task, spec.model_dump(mode="json", exclude_unset=True), resolved, output, seed)
+
+
+def _scaling(req: CreateJobRequest, defaults: JobDefaults) -> dict:
+    asked = req.scaling
+    return {
+        "num_workers": (asked.num_workers if asked else None) or defaults.workers,
+        "use_gpu": defaults.use_gpu if asked is None or asked.use_gpu is None else asked.use_gpu,
+        "mixed_precision": asked.mixed_precision if asked else "no",
+        "cpus_per_worker": defaults.cpus_per_worker,
+    }
+
+
+def _output_id(req: CreateJobRequest, job_id: str) -> str:
+    """The id the job's model will have: ft:<base>:<suffix>:<8 characters of the job id>."""
+    output = f"ft:{req.model}:{req.suffix or ''}:{job_id[-8:]}"
+    try:
+        return validate_model_id(output)
+    except ValueError:
+        raise InvalidRequest(
+            f"the model would be named {output!r}, longer than a model id may be (128); "
+            "give a shorter `suffix`",
+            param="suffix",
+        ) from None
+
+
+def _within_bounds(epochs: float, scaling: dict, defaults: JobDefaults) -> None:
+    """What one job may ask for: workers, GPUs and epochs (settings)."""
+    workers = scaling["num_workers"]
+    for value, most, param, setting in (
+        (workers, defaults.max_workers, "scaling.num_workers", "TUNESERVE_MAX_JOB_WORKERS"),
+        (
+            workers if scaling["use_gpu"] else 0,
+            defaults.max_gpus,
+            "scaling.use_gpu",
+            "TUNESERVE_MAX_JOB_GPUS",
+        ),
+        (epochs, defaults.max_epochs, "hyperparameters.n_epochs", "TUNESERVE_MAX_JOB_EPOCHS"),
+    ):
+        if value > most:
+            raise LimitExceeded(
+                f"{param}: at most {most} a job (setting {setting}); asked {value}", param=param
+            )
 
 
 def _check_files(task: str, train: File, valid: File | None) -> None:

@@ -11,6 +11,7 @@ from service.db import Job, JobCheckpoint, JobEvent
 from service.schemas.fields import ModelId, Request
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+PATHS = ("train_file", "validation_file")  # a spec's server paths, never shown
 Auto = Literal["auto"]
 JobTask = Literal["text-classification", "extractive-qa", "masked-lm"]
 
@@ -33,12 +34,17 @@ class JobScaling(Request):
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
 
 
+class JobSupervised(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    hyperparameters: JobHyperparameters | None = None
+
+
 class JobMethod(BaseModel):
     """OpenAI's newer form: {"type": "supervised", "supervised": {"hyperparameters": {...}}}."""
 
     model_config = ConfigDict(extra="allow")
     type: Literal["supervised"] = "supervised"
-    supervised: dict | None = None
+    supervised: JobSupervised | None = None
 
 
 FileId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -70,8 +76,9 @@ class CreateJobRequest(Request):
     def requested_hyperparameters(self) -> dict:
         if self.hyperparameters is not None:
             return self.hyperparameters.model_dump()
-        supervised = (self.method.supervised or {}) if self.method else {}
-        return JobHyperparameters(**(supervised.get("hyperparameters") or {})).model_dump()
+        supervised = self.method.supervised if self.method else None
+        given = supervised.hyperparameters if supervised else None
+        return (given or JobHyperparameters()).model_dump()
 
 
 class JobError(BaseModel):
@@ -133,7 +140,8 @@ class JobView(BaseModel):
                 "suffix": job.suffix,
                 "task": job.task,
                 "attempt": job.attempt,
-                "spec": job.spec,
+                # what it runs, less where the files lie on the server (`training_file` names them)
+                "spec": {k: v for k, v in job.spec.items() if k not in PATHS},
             }
         )
 

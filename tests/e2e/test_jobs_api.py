@@ -189,7 +189,7 @@ def test_a_cancelled_job_registers_nothing(app, data):
         json={
             "model": "base",
             "training_file": f["id"],
-            "hyperparameters": {"n_epochs": 100, "log_every_steps": 1, **FAST},
+            "hyperparameters": {"n_epochs": 20, "log_every_steps": 1, **FAST},
         },
     ).json()
     deadline = time.monotonic() + JOB_TIMEOUT_S

@@ -1,5 +1,6 @@
 """jobs/runner.py against real Ray Jobs: each job runs tests/fake_run.py, a stand-in for
-`python -m training` that prints what the test planned, when the test says. Events are
+`python -m training` that writes the events (and prints the lines) the test planned, when the
+test says. Events are
 recorded once across runner restarts; a job Ray forgot is submitted again; the queue runs the
 oldest job first; a cancelled job's exported model is removed."""
 
@@ -12,14 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
+from testdata import UPLOAD_LIMITS as LIMITS
 from testdata import classification_file
 
 from service import files
 from service.db import Database, Job, JobCheckpoint, JobEvent, Model
 from service.jobs import store as jobs
 from service.jobs.ray_jobs import RayJobs
-from service.jobs.runner import JobRunner
+from service.jobs.runner import JobRunner, RunnerLimits
 from service.jobs.spec import JobDefaults
 from service.registry import Registry
 from service.schemas.jobs import CreateJobRequest
@@ -49,11 +51,12 @@ class Setup:
         self.registry = Registry(home)
         data = classification_file(home / "data.jsonl", rows=8)
         with data.open("rb") as f:
-            self.file = files.store(self.db, home, f, "data.jsonl", "fine-tune", max_bytes=10**6)
+            self.file = files.store(self.db, home, f, "data.jsonl", "fine-tune", limits=LIMITS)
 
     def runner(self, max_running: int = 1) -> JobRunner:
         command = [sys.executable, str(FAKE_RUN)]
-        return JobRunner(self.db, self.home, RayJobs(command=command), max_running=max_running)
+        limits = RunnerLimits(max_running=max_running, ray_log_poll_s=0.0, min_event_interval_s=0.0)
+        return JobRunner(self.db, self.home, RayJobs(command=command), limits)
 
     def job(self, plan) -> Job:
         """A job whose run follows `plan(the job's output model id)`."""
@@ -105,16 +108,12 @@ def test_events_once_across_restarts_a_forgotten_job_resumed_and_a_cancel_remove
         lambda output: {
             "attempt 1": [
                 {"print": "(TrainController pid=2) Requesting resources: {'CPU': 1.0} * 1\n"},
-                {"print": "(RayTrainWorker pid=1) " + _event(PROGRESS)},
-                {
-                    "print": "(RayTrainWorker pid=1) "
-                    + _event(PROGRESS).rstrip()
-                    + " [repeated 2x]\n"
-                },
-                {"print": _event(CHECKPOINT)},
-                {"print": message[:30]},  # half a line: read only once it is whole
+                {"event": _event(PROGRESS)},
+                {"event": _event(PROGRESS)},  # twice (a line written again): recorded once
+                {"event": _event(CHECKPOINT)},
+                {"event": message[:30]},  # half a line: read only once it is whole
                 {"wait_for": "go1"},
-                {"print": message[30:]},
+                {"event": message[30:]},
                 {"wait_for": "never"},
             ],
             "attempt 2": [{"model": output}, {"wait_for": "never"}],
@@ -164,22 +163,33 @@ def test_events_once_across_restarts_a_forgotten_job_resumed_and_a_cancel_remove
         assert s.scalar(select(Model).where(Model.id == output)) is None
 
 
-def test_the_queue_runs_the_oldest_job_first_and_a_finished_job_registers_its_model(setup):
+def test_the_queue_serves_tenants_in_turn_and_a_finished_job_registers_its_model(setup):
+    """One slot: acme's first job runs; when it ends, globex's job goes before acme's second
+    (older, but acme was served last); a finished job registers its model, owned by its
+    tenant, and its run folder goes."""
+
     def plan(output: str) -> dict:
         return {"attempt 1": [{"wait_for": "go"}, {"model": output}, {"exit": 0}]}
 
     made = [setup.job(plan) for _ in range(3)]
+    with setup.db.session() as s:
+        for job, tenant in zip(made, ("acme", "acme", "globex"), strict=True):
+            s.execute(update(Job).where(Job.id == job.id).values(tenant=tenant))
     runner = setup.runner(max_running=1)
     runner.tick()
     assert [setup.status(j).status for j in made] == ["running", "queued", "queued"]
     setup.go(made[0], "go")
-    setup.until(runner, lambda: setup.status(made[0]).status == "succeeded", "the first job")
-    setup.until(runner, lambda: setup.status(made[1]).status == "running", "the second job")
-    assert setup.status(made[2]).status == "queued"
+    setup.until(runner, lambda: setup.status(made[0]).status == "succeeded", "acme's first job")
+    setup.until(runner, lambda: setup.status(made[2]).status == "running", "globex's job")
+    assert setup.status(made[1]).status == "queued"
     done = setup.status(made[0])
     with setup.db.session() as s:
         row = s.scalar(select(Model).where(Model.id == done.fine_tuned_model))
     assert row is not None and row.job_id == done.id and row.dataset_sha256 == setup.file.sha256
+    assert row.tenant == "acme" and not row.shared
+    assert not jobs.run_dir(setup.home, done.id).exists()  # an ended job keeps no run folder
     for job in made[1:]:
         jobs.cancel(setup.db, job.id)
     setup.until(runner, lambda: all(setup.status(j).settled for j in made), "the cancels")
+    # the two that ran keep no run folder (the queued one never had one but for its plan)
+    assert not any(jobs.run_dir(setup.home, j.id).exists() for j in (made[0], made[2]))

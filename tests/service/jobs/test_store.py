@@ -4,6 +4,7 @@ and model, written, cancelled."""
 import io
 
 import pytest
+from testdata import UPLOAD_LIMITS as LIMITS
 from testdata import classification_file
 
 from service import files
@@ -17,7 +18,7 @@ DEFAULTS = JobDefaults()
 
 
 def _upload(db, home, text: str, name="train.jsonl", purpose="fine-tune"):
-    return files.store(db, home, io.BytesIO(text.encode()), name, purpose, max_bytes=10**6)
+    return files.store(db, home, io.BytesIO(text.encode()), name, purpose, limits=LIMITS)
 
 
 def _create(db, registry, req):
@@ -71,3 +72,42 @@ def test_cancel_moves_only_unfinished_jobs(db, store, tmp_path):
     files.delete(db, f.id)  # no unfinished job uses it now
     with pytest.raises(NotFound):
         files.get(db, f.id)
+
+
+def test_parallel_creations_cannot_pass_the_tenants_job_limit(db, store, tmp_path):
+    """Twelve creations at once for a tenant that may have four unfinished jobs: four are
+    made, eight refused (the count and the insert hold the tenant's lock together)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.errors import RateLimited
+
+    registry = Registry(store, "base")
+    text = classification_file(tmp_path / "c.jsonl", rows=8).read_text()
+    f = files.store(
+        db,
+        tmp_path,
+        io.BytesIO(text.encode()),
+        "c.jsonl",
+        "fine-tune",
+        limits=LIMITS,
+        tenant="acme",
+    )
+
+    def create(_):
+        try:
+            req = _job_request(f.id)
+            return jobs.create(
+                db,
+                req,
+                registry.resolve("base"),
+                defaults=DEFAULTS,
+                tenant="acme",
+                max_unfinished=4,
+            ).id
+        except RateLimited:
+            return None
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        made = [m for m in pool.map(create, range(12)) if m]
+    assert len(made) == 4, made
+    assert len(jobs.listing(db, tenant="acme", limit=100)[0]) == 4
