@@ -100,6 +100,8 @@ class Job(Base):
     # how far each of the run's event files has been read (name -> bytes)
     follow_offsets: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     follow_errors: Mapped[int] = mapped_column(Integer, default=0)  # failed ticks in a row
+    # from the run's Result: method, metrics, baseline (the base zero-shot), improvement
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # the Ray side of a finished job is wound down (stopped, its events read, cleaned up)
     settled: Mapped[bool] = mapped_column(Boolean, default=False)
 

@@ -90,6 +90,17 @@ class Registry:
         """Remove a model's folder: renamed aside first, so no request ever loads half of it."""
         if model.manifest.id == self.base_model:
             raise Conflict("the base model is the deployment's own: it cannot be deleted")
+        heads = [
+            m
+            for m in artifacts.list_manifests(self.home)
+            if m.head_only and m.base == model.manifest.id
+        ]
+        if heads:  # counted, not named: they may be other tenants'
+            raise Conflict(
+                f"model {model.id!r} is the base of {len(heads)} head variant(s), which serve "
+                "through it; delete them first",
+                param="model_id",
+            )
         artifacts.remove_model_dir(self.home, model.manifest.id)
 
 

@@ -32,7 +32,12 @@ for step in plan:
         sys.stdout.write(step["print"])
         sys.stdout.flush()
     elif "wait_for" in step:
+        # Bounded, so a test that dies before writing the file cannot leave this process
+        # behind once Ray is gone.
+        deadline = time.monotonic() + 120
         while not (folder / step["wait_for"]).exists():
+            if time.monotonic() > deadline or not folder.exists():
+                sys.exit(3)
             time.sleep(0.1)
     elif "model" in step:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -53,7 +53,7 @@ ONLY_IN = [
     ("ray.serve", ("service/api/", "service/deployments/", "service/main.py")),
     ("ray.job_submission", ("service/jobs/ray_jobs.py",)),
     ("ray.train", ("training/loop.py", "training/__main__.py")),
-    ("onnxruntime", ("service/inference/", "training/onnx.py")),
+    ("onnxruntime", ("service/inference/", "training/onnx.py", "training/embed.py")),
 ]
 
 
@@ -77,6 +77,8 @@ LIGHT_TRAINING = (
     "training.events",
     "training.data",
     "training.spans",
+    "training.embed",
+    "training.heads",
 )
 
 

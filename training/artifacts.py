@@ -39,6 +39,17 @@ MODELS_DIR = "models"
 ModelTask = Literal["feature-extraction", "text-classification", "extractive-qa"]
 Precision = Literal["fp32", "int8", "fp16"]
 
+# Zero-shot classification with an encoder: a label is compared with a text as this sentence,
+# and cosine similarities are multiplied by this scale before the softmax. Serving (the base
+# zero-shot), the heads a job trains (started from the label sentences) and the baseline a job
+# reports all use these two. Of 17 wordings tried on SST-2 validation and movie_sentiment test
+# (bench/zero_shot.py), this one was best on both; all-MiniLM-L6-v2 was trained with a
+# contrastive loss at this scale (sentence-transformers' MultipleNegativesRankingLoss), so
+# scaled cosines are the logits it learned to separate.
+ZERO_SHOT_TEMPLATE = "The tone is {}."
+SIMILARITY_SCALE = 20.0
+HEAD_FILE = "head.npz"  # a head-only variant: W [labels, hidden] and b [labels]
+
 ONNX_FILES: dict[str, str] = {
     "fp32": f"{ONNX_DIR}/model.onnx",
     "int8": f"{ONNX_DIR}/model.int8.onnx",
@@ -80,7 +91,18 @@ class Manifest(BaseModel):
     hidden_size: int | None = None
     parity: ParityReport | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
+    # what fine-tuning bought: the base model's zero-shot scores on the same validation data
+    baseline: dict[str, float] = Field(default_factory=dict)
+    # a classifier is `full` (every weight trained: an encoder of its own) or `head` (a small
+    # head on its base's frozen, pooled output: the folder holds the head and names its base)
+    method: Literal["full", "head"] = "full"
+    base_sha256: str | None = Field(None, description="head: the base graph it was trained on")
+    template: str | None = Field(None, description="head: the sentence its labels were put in")
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def head_only(self) -> bool:
+        return self.method == "head"
 
     def onnx_file(self, precision: Precision | None = None) -> str:
         """The relative path of the ONNX graph for `precision` (default: the one to serve)."""

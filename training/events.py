@@ -108,6 +108,9 @@ class Result(_Event):
     metrics: dict[str, float]
     model: str | None = None
     precision: str | None = None
+    # the base model's zero-shot scores on the same validation data, and how it was trained
+    baseline: dict[str, float] = Field(default_factory=dict)
+    method: Literal["full", "head"] | None = None
 
 
 Event = Annotated[

@@ -15,6 +15,7 @@ import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol, cast
 
 import numpy as np
 import onnx
@@ -24,6 +25,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel
 from training import artifacts
 from training import onnx as steps
 from training.artifacts import Manifest, ParityReport, Precision
+from training.tasks.base import mean_pooled
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +75,7 @@ class MeanPooledEncoder(torch.nn.Module):
         hidden = self.encoder(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
         ).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+        return mean_pooled(hidden, attention_mask)
 
 
 class HeadOutputs(torch.nn.Module):
@@ -126,9 +126,17 @@ def to_onnx(module: torch.nn.Module, path: Path, output_names: list[str]) -> Pat
 ChoosePrecision = Callable[[dict[str, object], ParityReport], Precision]
 
 
+class Saveable(Protocol):
+    """A Hugging Face model, or a module built on one (training/tasks PooledClassifier)."""
+
+    config: Any
+
+    def save_pretrained(self, save_directory: str, /) -> Any: ...
+
+
 def _export(
     module: torch.nn.Module,
-    hf_model: PreTrainedModel,
+    hf_model: Saveable,
     tokenizer_src: Path,
     home: str | Path,
     manifest: Manifest,
@@ -232,7 +240,7 @@ def export_encoder(
 
 
 def export_finetuned(
-    model: PreTrainedModel,
+    model: torch.nn.Module,
     output_names: tuple[str, ...],
     tokenizer_dir: Path,
     home: str | Path,
@@ -253,7 +261,14 @@ def export_finetuned(
 
     module = HeadOutputs(model.eval(), output_names).eval()
     return _export(
-        module, model, tokenizer_dir, home, manifest, list(output_names), choose, replace=replace
+        module,
+        cast(Saveable, model),
+        tokenizer_dir,
+        home,
+        manifest,
+        list(output_names),
+        choose,
+        replace=replace,
     )
 
 

@@ -55,22 +55,27 @@ def train_loop_per_worker(config: dict) -> None:
     evaluate = task.evaluator(prepared["eval"], max(hp.batch_size, 32), device, hp.seed)
     meter = Meter(world)
 
-    def checkpoint(loss: float | None) -> None:
+    def checkpoint(loss: float | None) -> bool:
+        """Evaluate and checkpoint; True when training should stop early."""
         _save_and_report(trainee, pos, meter, evaluate, loss, resumed, config["spec"], rank)
+        return _stalled(pos.history, task.metric, task.mode, hp.early_stopping_patience, rank)
 
-    if hp.eval_before_training and not pos.history and pos.step == 0:
-        _evaluate_start(trainee.model, evaluate, pos, world, rank)
+    evaluate_start = hp.eval_before_training
+    if evaluate_start is None:  # a classifier starts at zero-shot: a checkpoint worth keeping
+        evaluate_start = task.name == "text-classification"
+    if evaluate_start and not pos.history and pos.step == 0:
+        checkpoint(None)
     trainee.model.train()
-    loss = None
-    while pos.step < total_steps:
+    loss, stop = None, _stalled(pos.history, task.metric, task.mode, hp.early_stopping_patience)
+    while pos.step < total_steps and not stop:
         sampler.set_epoch(pos.epoch)
-        loss, finished_epoch = _train_epoch(
+        loss, finished_epoch, stop = _train_epoch(
             trainee, loader, pos, meter, hp, total_steps, resumed, rank, checkpoint
         )
         if finished_epoch:
             pos.epoch, pos.batch_in_epoch = pos.epoch + 1, 0
             if pos.step < total_steps:
-                checkpoint(loss)
+                stop = checkpoint(loss)
     if not pos.history or pos.history[-1]["step"] != pos.step:  # the final checkpoint
         checkpoint(loss)
 
@@ -139,17 +144,31 @@ def _restore(trainee: Trainee, device, rank: int) -> tuple[Position, int]:
     return pos, pos.step
 
 
-def _evaluate_start(model, evaluate, pos: Position, world: int, rank: int) -> None:
-    """The starting model's metrics: recorded, not reported (nothing to checkpoint yet)."""
-    metrics = evaluate(model)
-    pos.history.append({**metrics, "step": 0, "epoch": 0, "resumed_from_step": 0, "workers": world})
+def _stalled(
+    history: list[dict], metric: str, mode: str, patience: int | None, rank: int = -1
+) -> bool:
+    """Early stopping: the last `patience` evaluations were no better than the best before
+    them. Decided from the checkpointed history, so every rank (and a resumed run) agrees."""
+    if not patience or len(history) <= patience:
+        return False
+    sign = 1 if mode == "max" else -1
+    best = max(range(len(history)), key=lambda i: (sign * history[i][metric], -i))
+    if len(history) - 1 - best < patience:
+        return False
     if rank == 0:
-        events.emit(events.Evaluation(step=0, epoch=0, metrics=metrics, workers=world))
+        events.emit(
+            events.Message(
+                message=f"early stopping: {metric} has not improved on "
+                f"{history[best][metric]:.4g} (step {history[best]['step']}) in {patience} "
+                "evaluations; the best checkpoint is kept"
+            )
+        )
+    return True
 
 
 def _train_epoch(trainee, loader, pos, meter, hp, total_steps, resumed, rank, checkpoint):
     """Train from where `pos` is to the end of the epoch (or of training); returns the last
-    loss and whether the epoch ended."""
+    loss, whether the epoch ended, and whether to stop early."""
     tick = time.monotonic()
     loss = None
     for i, batch in enumerate(loader):
@@ -170,11 +189,11 @@ def _train_epoch(trainee, loader, pos, meter, hp, total_steps, resumed, rank, ch
         if rank == 0 and (pos.step % hp.log_every_steps == 0 or pos.step == total_steps):
             _log_progress(trainee, pos, meter, loss, total_steps, resumed)
         if pos.step >= total_steps:
-            return loss, False
-        if hp.eval_every_steps and pos.step % hp.eval_every_steps == 0:
-            checkpoint(loss)
+            return loss, False, False
+        if hp.eval_every_steps and pos.step % hp.eval_every_steps == 0 and checkpoint(loss):
+            return loss, False, True
         tick = time.monotonic()
-    return loss, True
+    return loss, True, False
 
 
 def _step(trainee: Trainee, max_grad_norm: float) -> None:

@@ -24,11 +24,47 @@ Spec = PretrainSpec | FinetuneSpec
 RERUN_FREE = {"export", "output_model_id", "max_failures"}
 
 
+# a held-out validation set is at least this many rows (or a quarter of the data, if less):
+# the best checkpoint, early stopping and the int8 gate are all decided on it
+MIN_VALIDATION_ROWS = 100
+
+
+def held_out_size(n: int, share: float) -> int:
+    if not share or n < 2:
+        return 0
+    return max(1, int(n * share), min(MIN_VALIDATION_ROWS, n // 4))
+
+
 def split(items: list, share: float, seed: int) -> tuple[list, list]:
-    """(kept, held out): a seeded random share of the items held out, at least one."""
+    """(kept, held out): a seeded random share of the items held out (held_out_size)."""
     order = np.random.default_rng(seed).permutation(len(items))
-    n_eval = max(1, int(len(items) * share)) if share else 0
+    n_eval = held_out_size(len(items), share)
     return [items[i] for i in order[n_eval:]], [items[i] for i in order[:n_eval]]
+
+
+def stratified_split(
+    rows: data.ClassificationData, share: float, seed: int
+) -> tuple[data.ClassificationData, data.ClassificationData]:
+    """(kept, held out), each label held out in proportion to its rows (at least one row of
+    every label that has two, never its last): held_out_size rows in all, give or take the
+    rounding of each label's share."""
+    rng = np.random.default_rng(seed)
+    labels = np.array(rows.labels)
+    n_eval = held_out_size(len(labels), share)
+    held: list[int] = []
+    if n_eval:
+        for label in sorted(set(rows.labels)):
+            mine = rng.permutation(np.flatnonzero(labels == label))
+            want = max(1, round(n_eval * len(mine) / len(labels)))
+            held.extend(int(i) for i in mine[: min(want, len(mine) - 1)])
+    kept = sorted(set(range(len(labels))) - set(held))
+
+    def pick(index: list[int]) -> data.ClassificationData:
+        return data.ClassificationData(
+            [rows.texts[i] for i in index], [rows.labels[i] for i in index]
+        )
+
+    return pick(kept), pick(sorted(held))
 
 
 def read_data(spec: Spec):
@@ -39,13 +75,7 @@ def read_data(spec: Spec):
         return train, reader(spec.validation_file)
     seed = spec.hyperparameters.seed
     if isinstance(train, data.ClassificationData):
-        tr, ev = split(
-            list(zip(train.texts, train.labels, strict=True)), spec.validation_split, seed
-        )
-        return (
-            data.ClassificationData([t for t, _ in tr], [label for _, label in tr]),
-            data.ClassificationData([t for t, _ in ev], [label for _, label in ev]),
-        )
+        return stratified_split(train, spec.validation_split, seed)
     return split(train, spec.validation_split, seed)
 
 
@@ -128,6 +158,19 @@ def _from_base(spec: Spec, home: Path, staging: Path) -> dict:
     return {"base": spec.base_model, "source": manifest.source}
 
 
+def zero_shot_baseline(spec: Spec, home: Path, val, labels: list[str]) -> dict[str, float]:
+    """The base's zero-shot scores on the run's validation data (training/baseline.py)."""
+    if not isinstance(spec, FinetuneSpec):
+        return {}
+    from training import baseline
+    from training.embed import Embedder
+
+    embed = Embedder(home, spec.base_model)
+    if labels:
+        return baseline.classification(embed, val, labels, spec.hyperparameters.label_template)
+    return baseline.qa(embed, val)
+
+
 def _prepare_into(spec: Spec, home: Path, staging: Path, train, val) -> dict:
     hp = spec.hyperparameters
     if spec.base_model == SCRATCH:
@@ -148,6 +191,7 @@ def _prepare_into(spec: Spec, home: Path, staging: Path, train, val) -> dict:
         "train_items": len(prepared["train"]),
         "dataset_sha256": data.file_sha256(spec.train_file),
         "spec": trained_part(spec),
+        "baseline": zero_shot_baseline(spec, home, val, labels),
         **base_info,
     }
     (staging / "prepared.json").write_text(json.dumps(info))

@@ -1,5 +1,6 @@
 """A run from its spec to a served model: prepare (training/prepare.py), train on Ray Train
-(training/loop.py), export the best checkpoint (training/export.py) into the model store."""
+(training/loop.py), export the best checkpoint (training/export.py) into the model store. A
+classification run by the head method takes its own short path (training/head_run.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from transformers import AutoConfig
 
 from training import artifacts, events
 from training.checkpoints import HF_DIR, history
-from training.config import FinetuneSpec, PretrainSpec
+from training.config import FinetuneSpec, PretrainSpec, pick_method
+from training.data import read_classification
 from training.export import export_encoder, export_finetuned
 from training.loop import fit
 from training.prepare import prepare
@@ -27,22 +29,22 @@ def run(
     spec: Spec, home: str | Path, *, replace_model: bool = False, ray_address: str | None = None
 ) -> dict:
     """Prepare, train (resuming a run of the same id), export. Returns a summary."""
-    import ray
-
     home = Path(home).resolve()
+    method = resolve_method(spec)
+    if method == "head":
+        from training.head_run import run_head
+
+        assert isinstance(spec, FinetuneSpec)
+        return run_head(spec, home, replace_model=replace_model)
     runs = home / "runs"
     inputs = runs / spec.run_id / "inputs"
     inputs.parent.mkdir(parents=True, exist_ok=True)
     info = prepare(spec, home, inputs)
     events.emit(events.Message(message=f"prepared {info['train_items']} training items"))
-    if not ray.is_initialized():
-        # the job service names its cluster; Ray Jobs also sets RAY_ADDRESS
-        address = ray_address or os.environ.get("RAY_ADDRESS")
-        # a Ray of its own needs no dashboard (nor the fixed port its agent would take)
-        if address:
-            ray.init(address=address)
-        else:
-            ray.init(include_dashboard=False)
+    if info.get("baseline"):
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in info["baseline"].items())
+        events.emit(events.Message(message=f"{spec.base_model} zero-shot on validation: {shown}"))
+    _connect(ray_address)
     cls = task_class(spec.task)
     result = fit(spec, inputs, runs, metric=cls.metric, mode=cls.mode)
     if result.error:
@@ -70,9 +72,36 @@ def run(
             metrics=_scores(best_metrics),
             model=summary.get("model"),
             precision=summary.get("precision"),
+            baseline=info.get("baseline") or {},
+            method=method,
         )
     )
-    return summary
+    return {**summary, "method": method, "baseline": info.get("baseline") or {}}
+
+
+def resolve_method(spec: Spec) -> str | None:
+    """A fine-tune's method: as the spec says, or for "auto" by its rows a label (the job
+    service resolves it at submission; the CLI and `python -m training` here)."""
+    if not isinstance(spec, FinetuneSpec):
+        return None
+    rows_per_class = 0
+    if spec.method == "auto" and spec.task == "text-classification":
+        train = read_classification(spec.train_file)
+        rows_per_class = len(train.texts) // max(len(train.label_names), 1)
+    return pick_method(spec.task, spec.method, rows_per_class)
+
+
+def _connect(ray_address: str | None) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        # the job service names its cluster; Ray Jobs also sets RAY_ADDRESS
+        address = ray_address or os.environ.get("RAY_ADDRESS")
+        # a Ray of its own needs no dashboard (nor the fixed port its agent would take)
+        if address:
+            ray.init(address=address)
+        else:
+            ray.init(include_dashboard=False)
 
 
 def _best(result, metric: str, mode: str):
@@ -111,6 +140,7 @@ def export_run(
     model: Any = task.build_model(hf).eval()  # an HF model: save_pretrained, base_model_prefix
     extras = {
         "base": info["base"],
+        "baseline": info.get("baseline") or {},
         "source": info["source"],
         "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
         "spec": json.loads(spec.model_dump_json()),

@@ -5,6 +5,7 @@ torch): the service imports it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -51,3 +52,67 @@ def cap_question(question: str, token_offsets: Sequence[tuple[int, int]], cap: i
     if len(token_offsets) <= cap:
         return question
     return question[: token_offsets[cap - 1][1]]
+
+
+# ---------------------------------------------------------------------------- sentences
+# (the base encoder answers a question with the sentence of its context closest to it: at
+# serving, and in the baseline a QA job reports)
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+# a period after these does not end a sentence ("Dr. Smith", "e.g. Paris")
+_ABBREVIATIONS = frozenset(
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "sr",
+        "jr",
+        "st",
+        "mt",
+        "vs",
+        "etc",
+        "e.g",
+        "i.e",
+        "no",
+        "fig",
+        "approx",
+        "inc",
+        "ltd",
+        "co",
+        "corp",
+        "dept",
+        "gen",
+        "gov",
+    ]
+)
+
+
+def _ends_sentence(text: str, dot: int) -> bool:
+    if text[dot] != ".":
+        return True
+    word = text[:dot].rsplit(None, 1)[-1].lstrip("\"'([").lower() if text[:dot].strip() else ""
+    return not (word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha()))
+
+
+def split_sentences(text: str) -> list[tuple[int, int]]:
+    """Character spans of the sentences of `text`, whitespace trimmed, so that
+    ``text[start:end]`` is each sentence. A text without sentence ends is one sentence."""
+    spans = []
+    start = 0
+    for m in _SENTENCE_END.finditer(text):
+        if not _ends_sentence(text, m.start() - 1):
+            continue
+        spans.append((start, m.start() + len(m.group(0).rstrip())))
+        start = m.end()
+    spans.append((start, len(text)))
+    out = []
+    for s, e in spans:
+        while s < e and text[s].isspace():
+            s += 1
+        while e > s and text[e - 1].isspace():
+            e -= 1
+        if e > s:
+            out.append((s, e))
+    return out or [(0, len(text))]

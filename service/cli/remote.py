@@ -73,6 +73,10 @@ def _print_job(job: dict) -> None:
     )
     if job.get("error"):
         print(f"  error: {job['error']['code']}: {job['error']['message']}")
+    report = job.get("report") or {}
+    for key, gain in (report.get("improvement") or {}).items():
+        score, zero = report["metrics"][key], report["baseline"][key]
+        print(f"  {key}: {score:.4g}  ({job['model']} zero-shot {zero:.4g}, {gain:+.4g})")
 
 
 def follow(client: Client, job_id: str, *, poll_s: float = 2.0) -> dict:
@@ -146,6 +150,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         for key in ("task", "suffix", "seed"):
             if getattr(args, key) is not None:
                 body[key] = getattr(args, key)
+        if args.method:
+            body["training_method"] = args.method
         job = client.post("/v1/fine_tuning/jobs", body)
         _print_job(job)
         if args.follow:
@@ -194,6 +200,11 @@ def add_commands(sub) -> None:
         "--task", choices=["text-classification", "extractive-qa", "masked-lm"], default=None
     )
     cr.add_argument("--suffix")
+    cr.add_argument(
+        "--method",
+        choices=["auto", "full", "head"],
+        help="classification: head (seconds, kilobytes) or full (every weight); auto: by data size",
+    )
     cr.add_argument("--seed", type=int)
     cr.add_argument("--epochs", type=float)
     cr.add_argument("--batch-size", type=int)

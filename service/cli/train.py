@@ -18,8 +18,8 @@ from service.cli.local_ray import local_ray_env
 from service.cli.progress import evaluation_line, progress_line
 from service.cli.store import import_base
 from service.settings import Settings
-from training import events
-from training.config import build_spec
+from training import data, events
+from training.config import TASKS, auto_epochs, build_spec
 
 
 def _default_cpus_per_worker(args: argparse.Namespace) -> float:
@@ -30,9 +30,18 @@ def _default_cpus_per_worker(args: argparse.Namespace) -> float:
     return max(1.0, (os.cpu_count() or 1) // args.workers)
 
 
+def _epochs(args: argparse.Namespace, task: str) -> float | None:
+    """--epochs, or for a fine-tune the job API's "auto" (by the training file's rows)."""
+    if args.epochs is not None or task == "masked-lm":
+        return args.epochs
+    train = data.READERS[TASKS[task].file_format](Path(args.train))
+    rows = len(train.texts) if isinstance(train, data.ClassificationData) else len(train)
+    return auto_epochs(task, rows)
+
+
 def spec_from_args(args: argparse.Namespace, task: str) -> dict:
     hp = {
-        "epochs": args.epochs,
+        "epochs": _epochs(args, task),
         "batch_size": args.batch_size,
         "learning_rate": args.learning_rate,
         "max_seq_length": args.max_length,
@@ -55,7 +64,9 @@ def spec_from_args(args: argparse.Namespace, task: str) -> dict:
             "cpus_per_worker": args.cpus_per_worker or _default_cpus_per_worker(args),
             **({"mixed_precision": args.mixed_precision} if args.mixed_precision else {}),
         },
-        **{k: getattr(args, k, None) for k in ("objective", "scratch_size", "vocab_size")},
+        **{
+            k: getattr(args, k, None) for k in ("objective", "scratch_size", "vocab_size", "method")
+        },
     )
     return spec.model_dump(mode="json", exclude_unset=True)
 
@@ -97,9 +108,22 @@ def run_training(spec: dict, home: Path, *, replace_model: bool = False) -> int:
                 f"\nmodel {result.model} is in the store (serving {result.precision}); "
                 "a running service serves it on the next request"
             )
+        if result:
+            print(result_lines(result, spec["base_model"]))
         return 0
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def result_lines(result: events.Result, base: str) -> str:
+    """The run's validation scores beside its base's zero-shot scores on the same data."""
+    method = f" ({result.method})" if result.method else ""
+    rows = [f"validation{method}:"]
+    for key, value in result.metrics.items():
+        if key in result.baseline:
+            zero = result.baseline[key]
+            rows.append(f"  {key}: {value:.4g}  ({base} zero-shot {zero:.4g}, {value - zero:+.4g})")
+    return "\n".join(rows) if len(rows) > 1 else ""
 
 
 def _show(lines, log) -> events.Result | None:
@@ -133,6 +157,9 @@ def _train_from_args(args: argparse.Namespace, task: str) -> int:
                 f"invalid spec: {'.'.join(str(x) for x in err['loc'][1:])}: {err['msg']}",
                 file=sys.stderr,
             )
+        return events.EXIT_BAD_INPUT
+    except (data.DataError, FileNotFoundError) as exc:  # read for the "auto" epochs
+        print(f"invalid data: {exc}", file=sys.stderr)
         return events.EXIT_BAD_INPUT
     if spec["base_model"] == settings.base_model:
         import_base(settings)  # a fresh store: the bundled encoder is the default base
@@ -183,6 +210,11 @@ def add_commands(sub) -> None:
     ft = sub.add_parser("finetune", help="fine-tune a model for classification or QA")
     ft.add_argument("--task", required=True, choices=["text-classification", "extractive-qa"])
     ft.add_argument("--doc-stride", type=int, help="QA: tokens shared by adjacent windows")
+    ft.add_argument(
+        "--method",
+        choices=["auto", "full", "head"],
+        help="classification: head (seconds, kilobytes) or full (every weight); auto: by data size",
+    )
     _training_args(ft)
     ft.set_defaults(func=cmd_finetune)
 

@@ -15,6 +15,9 @@ from tokenizers import Tokenizer
 from service.inference import postprocess
 from service.inference.session import Session, timings
 from training import artifacts
+from training.artifacts import HEAD_FILE, ZERO_SHOT_TEMPLATE
+from training.data import file_sha256
+from training.heads import Head
 from training.spans import (
     DEFAULT_MAX_QUESTION_TOKENS,
     best_spans,
@@ -22,11 +25,7 @@ from training.spans import (
     question_cap,
 )
 
-# A label is compared with a text as this sentence. Of 17 wordings tried on SST-2 validation
-# and movie_sentiment test with labels negative/positive (bench/zero_shot.py), this one was
-# best on both (74.8% and 71.0% fp32, against 66.8% and 67.8% for the bare label); topic
-# labels read better with a request `template` such as "This text is about {}.".
-DEFAULT_TEMPLATE = "The tone is {}."
+DEFAULT_TEMPLATE = ZERO_SHOT_TEMPLATE  # the sentence a label is put in (training/artifacts.py)
 
 # one classification request: (texts, labels or None, template or None)
 ClassifyItem = tuple[list[str], list[str] | None, str | None]
@@ -119,12 +118,34 @@ class EncoderModel(LoadedModel):
 class ClassifierModel(LoadedModel):
     """A fine-tuned classifier: softmax over its own labels."""
 
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        return self.session.run(self.session.encode(texts))
+
     def classify_many(self, requests: Sequence[ClassifyItem]) -> list[list[dict]]:
-        texts = [t for texts, _, _ in requests for t in texts]
-        logits = self.session.run(self.session.encode(texts))
+        logits = self.logits([t for texts, _, _ in requests for t in texts])
         probs = postprocess.softmax(logits.astype(np.float64))
         results = postprocess.classification_results(probs, self.manifest.labels)
         return _split(results, [len(t) for t, _, _ in requests])
+
+
+class HeadModel(ClassifierModel):
+    """A head variant: its base's graph (the pooled, normalized embedding) and a linear head
+    of its own, a few kilobytes. Refused when the base's graph is not the one it trained on."""
+
+    def __init__(self, folder: Path, manifest: artifacts.Manifest, base: Session):
+        super().__init__(base)
+        self.manifest = manifest
+        if manifest.base_sha256 and file_sha256(base.folder / base.manifest.onnx_file()) != (
+            manifest.base_sha256
+        ):
+            raise ValueError(
+                f"model {manifest.id!r} is a head trained on another version of its base "
+                f"{manifest.base!r}; train it again on the base as it is now"
+            )
+        self.head = Head.load(folder / manifest.files.get("head", HEAD_FILE))
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        return self.head.logits(self.session.run(self.session.encode(texts)))
 
 
 class QAModel(LoadedModel):
@@ -190,8 +211,14 @@ _CLASSES: dict[str, type[LoadedModel]] = {
 def load_model(
     folder: str | Path, *, threads: int = 1, max_batch_tokens: int = 4096
 ) -> LoadedModel:
-    """Load the model in `folder` with the class for its task."""
+    """Load the model in `folder` with the class for its task (a head variant with its
+    base's graph, from the base's folder beside it)."""
     manifest = artifacts.read_manifest(folder)
+    if manifest.head_only and manifest.base:
+        base_folder = Path(folder).parent / artifacts.model_dir(".", manifest.base).name
+        base = artifacts.read_manifest(base_folder)
+        session = Session(base_folder, base, threads=threads, max_batch_tokens=max_batch_tokens)
+        return HeadModel(Path(folder), manifest, session)
     cls = _CLASSES.get(manifest.task)
     if cls is None:
         raise ValueError(f"model {manifest.id!r}: the runtime cannot serve task {manifest.task!r}")

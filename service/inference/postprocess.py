@@ -3,80 +3,18 @@ similarity, the sentence of a context closest to a question."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import numpy as np
 
-# Cosine similarities are multiplied by this before the softmax. all-MiniLM-L6-v2 was trained
-# with a contrastive loss at this scale (sentence-transformers' MultipleNegativesRankingLoss
-# default), so scaled cosines are the logits the encoder learned to separate.
-SIMILARITY_SCALE = 20.0
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
-# a period after these does not end a sentence ("Dr. Smith", "e.g. Paris")
-_ABBREVIATIONS = frozenset(
-    [
-        "mr",
-        "mrs",
-        "ms",
-        "dr",
-        "prof",
-        "sr",
-        "jr",
-        "st",
-        "mt",
-        "vs",
-        "etc",
-        "e.g",
-        "i.e",
-        "no",
-        "fig",
-        "approx",
-        "inc",
-        "ltd",
-        "co",
-        "corp",
-        "dept",
-        "gen",
-        "gov",
-    ]
-)
+from training.artifacts import SIMILARITY_SCALE
+from training.spans import split_sentences  # noqa: F401  # re-exported: the postprocessing of base QA
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     z = x - x.max(axis=axis, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=axis, keepdims=True)
-
-
-def _ends_sentence(text: str, dot: int) -> bool:
-    if text[dot] != ".":
-        return True
-    word = text[:dot].rsplit(None, 1)[-1].lstrip("\"'([").lower() if text[:dot].strip() else ""
-    return not (word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha()))
-
-
-def split_sentences(text: str) -> list[tuple[int, int]]:
-    """Character spans of the sentences of `text`, whitespace trimmed, so that
-    ``text[start:end]`` is each sentence. A text without sentence ends is one sentence."""
-    spans = []
-    start = 0
-    for m in _SENTENCE_END.finditer(text):
-        if not _ends_sentence(text, m.start() - 1):
-            continue
-        spans.append((start, m.start() + len(m.group(0).rstrip())))
-        start = m.end()
-    spans.append((start, len(text)))
-    out = []
-    for s, e in spans:
-        while s < e and text[s].isspace():
-            s += 1
-        while e > s and text[e - 1].isspace():
-            e -= 1
-        if e > s:
-            out.append((s, e))
-    return out or [(0, len(text))]
 
 
 def zero_shot_scores(text_emb: np.ndarray, label_emb: np.ndarray) -> np.ndarray:

@@ -14,27 +14,12 @@ from tokenizers import Encoding, Tokenizer
 
 from training import artifacts
 from training.artifacts import Manifest
+from training.embed import session_options
 
 # At most this many sequences in one ONNX Runtime call: int8 cost per sequence is flat from
 # batch 1 upwards on CPU (bench/runtime.py), so bigger calls only add padding.
 MAX_SUB_BATCH = 16
 GRAPH_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def session_options(precision: str, threads: int) -> ort.SessionOptions:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # The fp32 graph is already fused by the transformer optimizer at export; ORT's own
-    # passes on top were 3-9% slower. The int8 graph gains from ORT's extended fusions
-    # (MatMulInteger + Cast + Mul -> MatMulIntegerToFloat).
-    opts.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        if precision == "int8"
-        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    )
-    return opts
 
 
 class _Timings(threading.local):

@@ -146,8 +146,31 @@ def _store(s, job: Job, ev: events.Event) -> None:
         digest = hashlib.sha1(ev.message.encode()).hexdigest()[:16]
         add_event(s, job.id, ev.message, key=f"msg:{job.attempt}:{digest}", level=ev.level)
     elif isinstance(ev, events.Result):
-        message = f"Training finished; exported {ev.model} (serving {ev.precision})"
+        report = job_report(ev)
+        message = f"Training finished ({ev.method or job.task}); exported {ev.model}"
+        if report["improvement"]:
+            metric, gain = next(iter(report["improvement"].items()))
+            message += (
+                f". {metric}: {report['metrics'][metric]:.4g} against {report['baseline'][metric]:.4g}"
+                f" for {job.model} zero-shot on the same validation data ({gain:+.4g})"
+            )
         add_event(s, job.id, message, key="result", data=ev.model_dump(exclude={"type"}))
+        s.execute(update(Job).where(Job.id == job.id).values(report=report))
+
+
+RANKED = ("accuracy", "f1")  # the metric each task ranks checkpoints by
+
+
+def job_report(ev: events.Result) -> dict:
+    """What fine-tuning bought: each score the run and the base's zero-shot share, and the
+    difference (the ranking metric first)."""
+    shared = sorted((k for k in ev.metrics if k in ev.baseline), key=lambda k: k not in RANKED)
+    return {
+        "method": ev.method,
+        "metrics": ev.metrics,
+        "baseline": ev.baseline,
+        "improvement": {k: ev.metrics[k] - ev.baseline[k] for k in shared},
+    }
 
 
 def without_paths(text: str) -> str:

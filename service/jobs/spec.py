@@ -4,7 +4,6 @@ written (an invalid field is a 422 naming it)."""
 
 from __future__ import annotations
 
-import math
 import secrets
 from dataclasses import dataclass
 
@@ -15,10 +14,16 @@ from service.errors import InvalidRequest, LimitExceeded
 from service.registry import ResolvedModel
 from service.schemas.jobs import CreateJobRequest
 from training.artifacts import validate_model_id
-from training.config import SCRATCH, TASK_OF_FORMAT, TASKS, Hyperparameters, build_spec
+from training.config import (
+    SCRATCH,
+    TASK_OF_FORMAT,
+    TASKS,
+    Hyperparameters,
+    auto_epochs,
+    build_spec,
+    pick_method,
+)
 
-# "auto" epochs: enough passes to see about this many examples, within [1, 10]
-AUTO_EXAMPLES = 2000
 # hyperparameters the request may give that are fields of the spec itself
 SPEC_TOP_LEVEL = ("objective", "scratch_size", "vocab_size")
 
@@ -44,8 +49,17 @@ class Plan:
     seed: int
 
 
-def auto_epochs(rows: int) -> int:
-    return max(1, min(10, math.ceil(AUTO_EXAMPLES / max(rows, 1))))
+def _method(req: CreateJobRequest, task: str, train: File) -> dict:
+    """The spec's `method` (fine-tunes only), "auto" resolved by rows a label."""
+    if task != "text-classification" and req.training_method == "head":
+        raise InvalidRequest(
+            f"training_method 'head' is for text-classification; {task} trains every weight",
+            param="training_method",
+        )
+    if task == "masked-lm":
+        return {}
+    rows_per_class = train.rows // max(len(train.labels or []), 1)
+    return {"method": pick_method(task, req.training_method, rows_per_class)}
 
 
 def plan(
@@ -59,6 +73,7 @@ def plan(
     """The job's spec, or InvalidRequest / a 422 naming what to change. `base` is None when
     the request starts from `scratch`."""
     task = req.task or TASK_OF_FORMAT[train.format]
+    method = _method(req, task, train)
     _check_files(task, train, valid)
     base_id = _check_base(task, req.model, base)
     hp = req.requested_hyperparameters()
@@ -69,7 +84,7 @@ def plan(
     )
     defaults_hp = Hyperparameters()
     resolved = {
-        "n_epochs": auto_epochs(train.rows) if n_epochs == "auto" else n_epochs,
+        "n_epochs": auto_epochs(task, train.rows) if n_epochs == "auto" else n_epochs,
         "batch_size": defaults_hp.batch_size if batch_size == "auto" else batch_size,
         "learning_rate_multiplier": 1.0 if lr_mult == "auto" else lr_mult,
     }
@@ -77,7 +92,7 @@ def plan(
     _within_bounds(resolved["n_epochs"], scaling, defaults)
     seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
     output = _output_id(req, job_id)
-    top = {k: hp.pop(k) for k in SPEC_TOP_LEVEL if k in hp}
+    top = {k: hp.pop(k) for k in SPEC_TOP_LEVEL if k in hp} | method
     try:
         spec = build_spec(
             run_id=job_id,

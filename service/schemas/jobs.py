@@ -71,6 +71,12 @@ class CreateJobRequest(Request):
         None, max_length=16
     )
     scaling: JobScaling | None = Field(None, description="workers and GPUs for this job")
+    training_method: Literal["auto", "full", "head"] = Field(
+        "auto",
+        description="text-classification: `head` trains a small head on the frozen base "
+        "(seconds; a variant of kilobytes), `full` trains every weight; `auto` picks `head` "
+        "below HEAD_BELOW_ROWS_PER_CLASS training rows a label. The job records its choice.",
+    )
     integrations: list | None = Field(None, description="accepted for compatibility; ignored")
 
     def requested_hyperparameters(self) -> dict:
@@ -87,8 +93,19 @@ class JobError(BaseModel):
     param: str | None = None
 
 
+class JobReport(BaseModel):
+    """What fine-tuning bought: the job's model and its base zero-shot, scored on the same
+    validation data (accuracy/macro_f1 as fractions, QA f1/exact_match in percent)."""
+
+    method: Literal["full", "head"] | None = Field(description="how it was trained")
+    metrics: dict[str, float] = Field(description="the exported model's validation scores")
+    baseline: dict[str, float] = Field(description="the base model's zero-shot scores")
+    improvement: dict[str, float] = Field(description="metrics - baseline, per shared score")
+
+
 class JobView(BaseModel):
-    """The OpenAI fine-tuning job object, plus `task`, `attempt` and `spec`."""
+    """The OpenAI fine-tuning job object, plus `task`, `attempt`, `spec`, `training_method`
+    and `report`."""
 
     id: str
     object: Literal["fine_tuning.job"] = "fine_tuning.job"
@@ -113,6 +130,10 @@ class JobView(BaseModel):
     task: str
     attempt: int
     spec: dict[str, Any]
+    training_method: Literal["full", "head"] | None = Field(
+        None, description="text-classification: the method it trains by (`auto` resolved)"
+    )
+    report: JobReport | None = Field(None, description="once it succeeded")
 
     @classmethod
     def of(cls, job: Job) -> JobView:
@@ -142,6 +163,8 @@ class JobView(BaseModel):
                 "attempt": job.attempt,
                 # what it runs, less where the files lie on the server (`training_file` names them)
                 "spec": {k: v for k, v in job.spec.items() if k not in PATHS},
+                "training_method": job.spec.get("method"),
+                "report": job.report,
             }
         )
 

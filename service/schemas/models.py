@@ -23,6 +23,16 @@ class ModelView(BaseModel):
         default_factory=dict,
         description="validation metrics of the checkpoint it was exported from",
     )
+    baseline: dict[str, float] = Field(
+        default_factory=dict,
+        description="its base's zero-shot scores on the same validation data: what "
+        "fine-tuning bought is `metrics` minus these",
+    )
+    method: Literal["full", "head"] | None = Field(
+        None,
+        description="a classifier: `full` (every weight trained) or `head` (a head of a few "
+        "kilobytes on its base, which serves it)",
+    )
     created_at: datetime
     job: dict | None = Field(
         None,

@@ -26,7 +26,13 @@ from training import artifacts
 pytestmark = pytest.mark.slow
 JOB_TIMEOUT_S = 300
 MAX_UPLOAD = 200_000
-FAST = {"batch_size": 8, "learning_rate_multiplier": 20, "warmup_ratio": 0.0}
+# every epoch runs: early stopping would end a tiny job whenever it stops improving
+FAST = {
+    "batch_size": 8,
+    "learning_rate_multiplier": 20,
+    "warmup_ratio": 0.0,
+    "early_stopping_patience": None,
+}
 
 
 def _submission(job: dict) -> str | None:
@@ -145,9 +151,10 @@ def test_the_openai_sdk_fine_tunes_and_the_model_serves_at_once(app, data):
         suffix="sentiment",
         seed=7,
         hyperparameters={"n_epochs": 2, "batch_size": 8},
-        extra_body={"task": "text-classification"},
+        extra_body={"task": "text-classification", "training_method": "full"},
     )
     assert job.status == "validating_files" and job.seed == 7
+    assert job.model_extra["training_method"] == "full"
     assert job.id in [j.id for j in client.fine_tuning.jobs.list(limit=10).data]
 
     done = app.wait(job.id)
@@ -158,7 +165,7 @@ def test_the_openai_sdk_fine_tunes_and_the_model_serves_at_once(app, data):
 
     events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))
     metrics = [e for e in events if e.type == "metrics"]
-    assert metrics and all(e.data["step"] >= 1 for e in metrics)
+    assert metrics and min(e.data["step"] for e in metrics) == 0  # the start, at zero-shot
     messages = [e.message for e in events]
     assert messages[-1].startswith("Created text-classification job")  # newest first
     assert sum(m.startswith("The job succeeded") for m in messages) == 1
@@ -180,6 +187,43 @@ def test_the_openai_sdk_fine_tunes_and_the_model_serves_at_once(app, data):
         assert row.job_id == job.id and row.dataset_sha256 and row.base_model == "base"
     shown = app.http.get(f"/v1/models/{model_id}").json()
     assert shown["job"]["job_id"] == job.id and shown["labels"] == ["negative", "positive"]
+    # what fine-tuning bought, the same in the job, the model and the final event
+    report = done["report"]
+    assert report["method"] == "full" and shown["method"] == "full"
+    assert set(report["baseline"]) == {"accuracy", "macro_f1"} == set(report["improvement"])
+    assert shown["baseline"] == report["baseline"]
+    gain = report["metrics"]["accuracy"] - report["baseline"]["accuracy"]
+    assert report["improvement"]["accuracy"] == pytest.approx(gain)
+    finished = next(m for m in messages if m.startswith("Training finished"))
+    assert "zero-shot on the same validation data" in finished
+
+
+def test_a_head_job_makes_a_variant_of_kilobytes_that_serves_at_once(app, data):
+    client = _sdk(app)
+    with data["cls"].open("rb") as f:
+        uploaded = client.files.create(file=f, purpose="fine-tune")
+    # 48 rows a label: "auto" picks the head method, and says so when the job is created
+    job = client.fine_tuning.jobs.create(model="base", training_file=uploaded.id, suffix="head")
+    assert job.model_extra["training_method"] == "head"
+    done = app.wait(job.id)
+    assert done["status"] == "succeeded", done["error"]
+    report = done["report"]
+    assert report["method"] == "head" and set(report["baseline"]) <= set(report["metrics"])
+    assert report["metrics"]["accuracy"] > report["baseline"]["accuracy"]
+    model_id = done["fine_tuned_model"]
+    folder = artifacts.model_dir(app.home, model_id)
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 20_000
+    shown = app.http.get(f"/v1/models/{model_id}").json()
+    assert shown["method"] == "head" and shown["base"] == "base"
+    r = app.http.post("/v1/classify", json={"model": model_id, "inputs": ["wonderful loved great"]})
+    assert r.status_code == 200, r.text
+    assert r.json()["results"][0]["label"] == "positive"
+    refused = app.http.post(
+        "/v1/fine_tuning/jobs",
+        json={"model": "base", "training_file": uploaded.id, "task": "extractive-qa",
+              "training_method": "head"},
+    )  # fmt: skip
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "training_method"
 
 
 def test_a_cancelled_job_registers_nothing(app, data):
@@ -190,6 +234,7 @@ def test_a_cancelled_job_registers_nothing(app, data):
             "model": "base",
             "training_file": f["id"],
             "hyperparameters": {"n_epochs": 20, "log_every_steps": 1, **FAST},
+            "training_method": "full",
         },
     ).json()
     deadline = time.monotonic() + JOB_TIMEOUT_S
@@ -284,7 +329,8 @@ def test_a_crashing_job_fails_with_its_error(app, data):
         weights.write_bytes(b"not a safetensors file")
     f = app.upload(data["cls"]).json()
     job = app.http.post(
-        "/v1/fine_tuning/jobs", json={"model": "broken", "training_file": f["id"]}
+        "/v1/fine_tuning/jobs",
+        json={"model": "broken", "training_file": f["id"], "training_method": "full"},
     ).json()
     done = app.wait(job["id"])
     assert done["status"] == "failed" and done["fine_tuned_model"] is None
@@ -309,6 +355,7 @@ def test_a_job_survives_its_training_worker_then_its_runner_and_ingress_killed_b
             "model": "base",
             "training_file": f["id"],
             "hyperparameters": {**FAST, "n_epochs": 6, "batch_size": 2, "log_every_steps": 20},
+            "training_method": "full",
         },
     ).json()
     first = wait_for_checkpoint(app.http, job["id"])

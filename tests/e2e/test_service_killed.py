@@ -162,7 +162,9 @@ def test_the_service_killed_by_pid_is_restarted_and_the_job_finishes_once(servic
                 "learning_rate_multiplier": 20,
                 "warmup_ratio": 0.0,
                 "log_every_steps": 20,
+                "early_stopping_patience": None,
             },
+            "training_method": "full",
         },
     ).json()
     first = wait_for_checkpoint(http, job["id"])

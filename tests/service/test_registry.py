@@ -74,3 +74,22 @@ def test_a_new_model_is_seen_without_a_restart(registry, tmp_path):
         registry.resolve("later")
     _add(tmp_path, "later", "extractive-qa")
     assert registry.resolve("later").manifest.task == "extractive-qa"
+
+
+def test_an_encoder_with_head_variants_is_not_deleted_until_they_are(registry, tmp_path):
+    from service.errors import Conflict
+
+    _add(tmp_path, "mlm-enc", "feature-extraction")
+    with artifacts.staged_model_dir(tmp_path, "h1") as d:
+        artifacts.write_manifest(
+            d,
+            Manifest(id="h1", task="text-classification", method="head", base="mlm-enc",
+                     labels=["a", "b"]),
+        )  # fmt: skip
+    encoder = registry.resolve("mlm-enc")
+    with pytest.raises(Conflict, match="base of 1 head variant"):
+        registry.delete(encoder)
+    registry.delete(registry.resolve("h1"))
+    registry.delete(encoder)
+    with pytest.raises(ModelNotFound):
+        registry.resolve("mlm-enc")

@@ -11,7 +11,13 @@ from training.data import DataError
 from training.onnx import INPUT_NAMES, encode, load_tokenizer, session
 from training.run import run
 
-FAST = {"batch_size": 8, "learning_rate": 2e-3, "warmup_ratio": 0.0, "log_every_steps": 5}
+FAST = {
+    "batch_size": 8,
+    "learning_rate": 2e-3,
+    "warmup_ratio": 0.0,
+    "log_every_steps": 5,
+    "early_stopping_patience": None,  # every epoch runs (test_early_stopping_stops shows it)
+}
 CPU = {"cpus_per_worker": 0.5}
 
 
@@ -40,6 +46,7 @@ def cls_run(home, files):
     spec = FinetuneSpec(
         run_id="t-cls",
         task="text-classification",
+        method="full",
         train_file=files["cls"],
         hyperparameters={**FAST, "epochs": 4},
         scaling=CPU,
@@ -63,8 +70,11 @@ def qa_run(home, files):
 def test_classification_trains_exports_and_matches_pytorch(home, cls_run):
     summary = cls_run
     losses = _losses(summary)
-    assert len(losses) == 4 and losses[-1] < losses[0], losses
+    # the starting model (its head at zero-shot) is evaluated and kept first, then each epoch
+    assert summary["history"][0]["step"] == 0
+    assert len(losses) == 5 and losses[-1] < losses[0], losses
     assert summary["metrics"]["accuracy"] >= 0.5
+    assert summary["method"] == "full" and set(summary["baseline"]) == {"accuracy", "macro_f1"}
 
     folder = artifacts.model_dir(home, "t-cls")
     manifest = artifacts.read_manifest(folder)
@@ -80,11 +90,16 @@ def test_classification_trains_exports_and_matches_pytorch(home, cls_run):
         )
 
     # the exported graph against PyTorch on other inputs (dynamic batch and length)
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModel
 
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(folder / "hf"), attn_implementation="eager"
-    ).eval()
+    from training.tasks.classification import HEAD_STATE, PooledClassifier
+
+    encoder = AutoModel.from_pretrained(
+        str(folder / "hf"), attn_implementation="eager", add_pooling_layer=False
+    )
+    model = PooledClassifier(encoder, 2)
+    model.head.load_state_dict(torch.load(folder / "hf" / HEAD_STATE))
+    model.eval()
     feed = encode(
         load_tokenizer(folder / "tokenizer", 64),
         ["wonderful film", "dull tedious mess it was", "sad"],
@@ -193,6 +208,7 @@ def test_pretrained_encoder_serves_zero_shot_and_starts_a_fine_tune(
     spec = FinetuneSpec(
         run_id="t-from-mlm",
         task="text-classification",
+        method="full",
         base_model="t-mlm",
         train_file=files["cls"],
         export=False,
@@ -225,6 +241,7 @@ def test_two_worker_ddp(home, files):
     spec = FinetuneSpec(
         run_id="t-ddp",
         task="text-classification",
+        method="full",
         train_file=files["cls"],
         export=False,
         hyperparameters={**FAST, "epochs": 2},
@@ -232,8 +249,9 @@ def test_two_worker_ddp(home, files):
     )
     summary = run(spec, home)
     assert summary["final"]["workers"] == 2 and summary["final"]["train_samples_per_s"] > 0
-    # each worker sees half the data: half the steps of one worker per epoch
-    assert summary["final"]["step"] == 2 * -(-(87 // 2 + 87 % 2) // 8)
+    # each worker sees half the data: half the steps of one worker per epoch (72 rows: 24 of
+    # the 96 held out, training/prepare.py MIN_VALIDATION_ROWS)
+    assert summary["final"]["step"] == 2 * -(-(72 // 2) // 8)
 
 
 def test_invalid_data_fails_before_any_compute(home, tmp_path):
@@ -249,9 +267,49 @@ def test_a_run_id_reused_with_another_spec_is_refused(home, files, cls_run):
     spec = FinetuneSpec(
         run_id="t-cls",  # the run of the cls_run fixture, with another learning rate
         task="text-classification",
+        method="full",
         train_file=files["cls"],
         hyperparameters={**FAST, "epochs": 4, "learning_rate": 0.1},
         scaling=CPU,
     )
     with pytest.raises(ValueError, match=r"different spec \(changed: hyperparameters\)"):
         run(spec, home)
+
+
+def test_early_stopping_stops(home, files):
+    """A learning rate too small to change a prediction: no evaluation beats the start, so
+    with patience 1 the run stops after the first of its 8 epochs."""
+    spec = FinetuneSpec(
+        run_id="t-early",
+        task="text-classification",
+        method="full",
+        train_file=files["cls"],
+        export=False,
+        hyperparameters={**FAST, "epochs": 8, "learning_rate": 1e-12, "early_stopping_patience": 1},
+        scaling=CPU,
+    )
+    summary = run(spec, home)
+    assert [h["step"] for h in summary["history"]] == [0, 9]  # 72 rows: 9 steps an epoch
+
+
+def test_a_head_run_stores_kilobytes_and_serves_through_its_base(service_url, home, files):
+    from conftest import post
+
+    spec = FinetuneSpec(
+        run_id="t-head", task="text-classification", method="head", train_file=files["cls"]
+    )
+    summary = run(spec, home)
+    assert summary["method"] == "head" and summary["model"] == "t-head"
+    assert set(summary["baseline"]) == {"accuracy", "macro_f1"}
+    # on data its words separate, the head beats the random tiny base's zero-shot
+    assert summary["metrics"]["accuracy"] > summary["baseline"]["accuracy"]
+    folder = artifacts.model_dir(home, "t-head")
+    manifest = artifacts.read_manifest(folder)
+    assert manifest.method == "head" and manifest.base == "base" and len(manifest.base_sha256) == 64
+    assert sorted(p.name for p in folder.iterdir()) == ["head.npz", "manifest.json"]
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 20_000
+    status, body = post(
+        f"{service_url}/v1/classify", {"model": "t-head", "inputs": ["wonderful loved great"]}
+    )
+    assert status == 200, body
+    assert body["results"][0]["label"] == "positive"

@@ -56,6 +56,14 @@ def load_tokenizer(tokenizer_dir: str | Path, max_length: int) -> PreTrainedToke
     return tok
 
 
+def mean_pooled(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The unit-length mean of the token states: the sentence embedding the service serves
+    (sentence-transformers' Pooling(mean) -> Normalize)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+
+
 def pad_batch(features: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
     """Pad each sequence key to the longest in the batch; scalars become a 1-D tensor."""
     width = max(len(f["input_ids"]) for f in features)

@@ -1,5 +1,7 @@
-"""Text classification: a head on the encoder, trained on labelled texts; accuracy and
-macro-F1."""
+"""Text classification, full method: every weight trained, with a linear head on the
+encoder's mean-pooled, normalized output (how sentence encoders such as all-MiniLM-L6-v2 were
+trained: their `[CLS]` pooler carries no sentence meaning), started at the zero-shot
+classifier. Accuracy and macro-F1."""
 
 from __future__ import annotations
 
@@ -9,11 +11,57 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerFast
+from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerFast
+from transformers.modeling_outputs import SequenceClassifierOutput
 
+from training.artifacts import SIMILARITY_SCALE, ZERO_SHOT_TEMPLATE
 from training.config import FinetuneSpec
 from training.data import ClassificationData, DataError
-from training.tasks.base import Evaluate, OnnxMetric, onnx_batches, pad_batch
+from training.heads import macro_f1
+from training.tasks.base import Evaluate, OnnxMetric, mean_pooled, onnx_batches, pad_batch
+
+HEAD_STATE = "classifier_head.pt"  # beside the encoder's weights in a checkpoint's hf/
+
+
+class PooledClassifier(torch.nn.Module):
+    """An encoder and a linear head on its mean-pooled, normalized output. Saved as the
+    encoder's Hugging Face folder plus the head's state (HEAD_STATE)."""
+
+    def __init__(self, encoder: PreTrainedModel, n_labels: int):
+        super().__init__()
+        self.encoder = encoder
+        self.head = torch.nn.Linear(encoder.config.hidden_size, n_labels)
+
+    @property
+    def config(self):
+        return self.encoder.config
+
+    def embed(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        hidden = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state
+        return mean_pooled(hidden, attention_mask)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None):
+        logits = self.head(self.embed(input_ids, attention_mask, token_type_ids))
+        loss = None if labels is None else torch.nn.functional.cross_entropy(logits, labels)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    @torch.no_grad()
+    def start_at_zero_shot(self, tokenizer: PreTrainedTokenizerFast, sentences: list[str]) -> None:
+        """Each label's row: its sentence's embedding, scaled as zero-shot scales cosines (no
+        bias), so that the untrained model predicts what the base predicts zero-shot."""
+        was_training = self.training
+        self.eval()
+        enc = tokenizer(sentences, padding=True, truncation=True, return_tensors="pt")
+        emb = self.embed(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+        self.head.weight.copy_(SIMILARITY_SCALE * emb)
+        self.head.bias.zero_()
+        self.train(was_training)
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        self.encoder.save_pretrained(str(folder))
+        torch.save(self.head.state_dict(), Path(folder) / HEAD_STATE)
 
 
 class ClassificationTask:
@@ -27,13 +75,21 @@ class ClassificationTask:
         self.label_id = {label: i for i, label in enumerate(labels)}
 
     def build_model(self, init_dir: str | Path) -> torch.nn.Module:
-        return AutoModelForSequenceClassification.from_pretrained(
-            str(init_dir),
-            num_labels=len(self.labels),
-            id2label=dict(enumerate(self.labels)),
-            label2id=self.label_id,
-            attn_implementation="eager",
+        """From a checkpoint (the encoder and HEAD_STATE), or from the base encoder with the
+        head started at zero-shot. No pooler: it would be a parameter without a gradient."""
+        encoder = AutoModel.from_pretrained(
+            str(init_dir), attn_implementation="eager", add_pooling_layer=False
         )
+        model = PooledClassifier(encoder, len(self.labels))
+        state = Path(init_dir) / HEAD_STATE
+        if state.is_file():
+            model.head.load_state_dict(torch.load(state, weights_only=True))
+        else:
+            template = self.spec.hyperparameters.label_template or ZERO_SHOT_TEMPLATE
+            model.start_at_zero_shot(
+                self.tokenizer, [template.replace("{}", label) for label in self.labels]
+            )
+        return model
 
     def features(self, texts: Sequence[str], labels: Sequence[str]) -> list[dict]:
         enc = self.tokenizer(
@@ -95,14 +151,3 @@ class ClassificationTask:
             return 100.0 * right / max(total, 1)
 
         return accuracy
-
-
-def macro_f1(pred: np.ndarray, gold: np.ndarray, n_labels: int) -> float:
-    scores = []
-    for c in range(n_labels):
-        tp = int(((pred == c) & (gold == c)).sum())
-        fp = int(((pred == c) & (gold != c)).sum())
-        fn = int(((pred != c) & (gold == c)).sum())
-        if tp + fp + fn:
-            scores.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores)) if scores else 0.0

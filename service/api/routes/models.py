@@ -29,6 +29,8 @@ def view(manifest: Manifest) -> ModelView:
             "labels": manifest.labels,
             "precision": manifest.precision,
             "metrics": {k: v for k, v in manifest.metrics.items() if k not in _RUN_FACTS},
+            "baseline": manifest.baseline,
+            "method": manifest.method if manifest.task == "text-classification" else None,
             "created_at": manifest.created_at,
         }
     )

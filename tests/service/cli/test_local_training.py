@@ -40,6 +40,8 @@ def test_finetune_shows_progress_and_registers_the_model(env, store, tmp_path):
         str(store),
         "--run-id",
         "cli-cls",
+        "--method",
+        "full",
         "--epochs",
         "2",
         "--batch-size",
@@ -52,9 +54,10 @@ def test_finetune_shows_progress_and_registers_the_model(env, store, tmp_path):
         "0.5",
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "step 22/22" in out.stdout and "[####" in out.stdout
-    assert "eval at step 11:" in out.stdout and "'accuracy'" in out.stdout
+    assert "step 18/18" in out.stdout and "[####" in out.stdout  # 72 rows: 24 held out
+    assert "eval at step 9:" in out.stdout and "'accuracy'" in out.stdout
     assert "model cli-cls is in the store" in out.stdout
+    assert "validation (full):" in out.stdout and "(base zero-shot " in out.stdout
     assert artifacts.read_manifest(artifacts.model_dir(store, "cli-cls")).labels == [
         "negative",
         "positive",
@@ -63,6 +66,22 @@ def test_finetune_shows_progress_and_registers_the_model(env, store, tmp_path):
     again = _tuneserve(env, "export", "cli-cls", "--home", str(store))
     assert again.returncode == 0, again.stderr[-3000:]
     assert "model cli-cls is in the store" in again.stdout and "step 1/" not in again.stdout
+
+
+def test_finetune_by_default_trains_a_head_on_small_data_and_prints_what_it_bought(
+    env, store, tmp_path
+):
+    data = classification_file(tmp_path / "cls.jsonl", rows=40)
+    out = _tuneserve(
+        env, "finetune", "--task", "text-classification", "--train", str(data),
+        "--home", str(store), "--run-id", "cli-head",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "embedded 40 training texts" in out.stdout
+    assert "validation (head):" in out.stdout
+    line = next(ln for ln in out.stdout.splitlines() if ln.strip().startswith("accuracy:"))
+    assert "(base zero-shot " in line
+    assert artifacts.read_manifest(artifacts.model_dir(store, "cli-head")).method == "head"
 
 
 def test_finetune_refuses_bad_data_with_the_line(env, store, tmp_path):

@@ -51,3 +51,24 @@ def test_macro_f1():
     assert macro_f1(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), 2) == pytest.approx(
         (2 / 3 + 0.8) / 2
     )
+
+
+def test_a_training_question_too_long_for_the_window_is_capped_not_a_tokenizer_error(store):
+    """The tokenizer refuses a question that leaves the context no room in a window; the task
+    cuts it to what the window holds (spans.question_cap) instead."""
+    from training.config import FinetuneSpec
+    from training.tasks import load_tokenizer
+    from training.tasks.qa import QATask
+
+    spec = FinetuneSpec(
+        run_id="q",
+        task="extractive-qa",
+        train_file="unused.json",
+        hyperparameters={"max_seq_length": 32, "doc_stride": 8, "max_question_tokens": 500},
+    )
+    tok = load_tokenizer(store / "models" / "base" / "tokenizer", 32)
+    context = "the eiffel tower stands in paris france ."
+    long = QAExample("long", "where is the eiffel tower " * 60, context, [("paris", 27)])
+    windows = QATask(spec, tok).windows([long])
+    assert windows and all(len(w["input_ids"]) <= 32 for w in windows)
+    assert any(w["start_positions"] > 0 for w in windows)  # the answer is still in a window
