@@ -123,7 +123,7 @@ class Curve:
             run(spec, self.home, replace_model=True)
             wall = time.perf_counter() - started
             model = load_model(artifacts.model_dir(self.home, run_id), threads=2)
-            results = model.classify_many([(self.test.texts, None, None)])[0]
+            results = model.classify(self.test.texts)
             index = {label: i for i, label in enumerate(self.labels)}
             pred = np.array([index[r["label"]] for r in results])
             return accuracy(pred, self.y_test), wall

@@ -2,17 +2,15 @@
 real ONNX Runtime, no Ray."""
 
 import numpy as np
-import pytest
 import torch
 
-from service.inference.models import EncoderModel, load_model
+from service.inference.models import EncoderModel
 from service.inference.session import Session
 from training import artifacts
 from training.baseline import label_sentences
 from training.config import FinetuneSpec
 from training.data import ClassificationData
 from training.embed import Embedder
-from training.head_run import write_head
 from training.heads import (
     Head,
     choose_and_fit,
@@ -110,21 +108,3 @@ def test_the_held_out_split_is_stratified_and_never_tiny():
     assert held.labels.count("b") in (2, 3) and "c" not in held.labels  # never a label's last
     assert sorted(kept.texts + held.texts, key=int) == data.texts
     assert set(kept.labels) == {"a", "b", "c"}
-
-
-def test_a_head_on_another_graph_of_its_base_is_refused(store, tmp_path):
-    home = tmp_path / "home"
-    folder, manifest = _base(store)
-    import shutil
-
-    shutil.copytree(folder, artifacts.model_dir(home, "base"))
-    head = prototype_head(np.eye(2, manifest.hidden_size, dtype=np.float32))
-    good = artifacts.Manifest(
-        id="h", task="text-classification", method="head", base="base", labels=["a", "b"],
-        base_sha256=Embedder(home, "base").sha256(), files={"head": "head.npz"},
-    )  # fmt: skip
-    write_head(home, good, head, replace=False)
-    assert load_model(artifacts.model_dir(home, "h")).classify(["x"])[0]["label"] in ("a", "b")
-    write_head(home, good.model_copy(update={"base_sha256": "0" * 64}), head, replace=True)
-    with pytest.raises(ValueError, match="another version of its base 'base'"):
-        load_model(artifacts.model_dir(home, "h"))
