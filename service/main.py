@@ -41,6 +41,8 @@ def build_app(args: dict | None = None) -> Application:
         settings.base_model,
         threads=settings.ort_threads,
         max_models=settings.max_models_per_replica,
+        max_heads=settings.max_heads_per_replica,
+        max_head_bytes=settings.max_head_mib_per_replica << 20,
         max_batch_tokens=settings.max_batch_tokens,
         batch_tokens=settings.batch_tokens,
         batch_wait_s=settings.batch_wait_s,

@@ -127,3 +127,58 @@ def check_endpoint(model: ResolvedModel, endpoint: str, labels: list[str] | None
             f"{model.manifest.labels}; remove `labels` from the request",
             param="labels",
         )
+
+
+@dataclass(frozen=True)
+class ClassifyRoute:
+    """Where a classify request goes, and what it asks for there."""
+
+    target: str  # the model replicas' multiplexed id: the model, or a head variant's base
+    # head variants' stored ids (None: the base zero-shot, with `labels`), answered in this
+    # order from one encoder pass; None: the target itself answers
+    outputs: list[str | None] | None
+
+
+def classify_route(
+    registry: Registry, models: list[ResolvedModel], labels: list[str] | None, *, many: bool
+) -> ClassifyRoute:
+    """A head-only variant goes to its base's replicas (no replica loads an encoder for a
+    head); a list of models must be head-only variants of one base, and that base."""
+    for model in models:
+        asked = labels if not many or model.zero_shot else None  # a list's labels: the base's
+        check_endpoint(model, "text-classification", asked)
+    if not many:
+        (model,) = models
+        if not model.manifest.head_only:
+            return ClassifyRoute(model.id, None)
+        return ClassifyRoute(_base_of(registry, model), [model.manifest.id])
+    full = [m.id for m in models if not (m.manifest.head_only or m.zero_shot)]
+    if full:
+        raise InvalidRequest(
+            f"a list of models takes head-only variants of one base and that base; {full[0]!r} "
+            "is a full fine-tune, with an encoder of its own: ask it in a request of its own",
+            param="model",
+        )
+    bases = {m.id: _base_of(registry, m) for m in models}
+    if len(set(bases.values())) > 1:
+        raise InvalidRequest(
+            "the models ride on different bases "
+            f"({', '.join(f'{m}: {b}' for m, b in bases.items())}); one request takes the "
+            "variants of one base",
+            param="model",
+        )
+    zero_shot = any(m.zero_shot for m in models)
+    if zero_shot != (labels is not None):
+        raise InvalidRequest(
+            "`labels` are for the base in the list, answering zero-shot: give them with it, "
+            "and only with it",
+            param="labels",
+        )
+    outputs = [None if m.zero_shot else m.manifest.id for m in models]
+    return ClassifyRoute(next(iter(bases.values())), outputs)
+
+
+def _base_of(registry: Registry, model: ResolvedModel) -> str:
+    """The id the model replicas know the encoder by: a head variant's base, or the encoder."""
+    stored = model.manifest.base if model.manifest.head_only else model.manifest.id
+    return BASE_MODEL_ID if stored == registry.base_model else str(stored)

@@ -44,6 +44,19 @@ class Settings(BaseSettings):
         1, ge=1, description="ONNX Runtime intra-op threads per replica (one replica per core)"
     )
     max_models_per_replica: int = Field(4, ge=1, description="LRU size of loaded models")
+    model_calls_in_flight: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="calls the ingress has out to the model replicas per encoder and endpoint "
+        "(requests arriving meanwhile travel together in the next); default 2 a replica",
+    )
+    max_heads_per_replica: int = Field(
+        10_000, ge=1, description="head-only variants a replica keeps loaded (LRU by count)"
+    )
+    max_head_mib_per_replica: int = Field(
+        256, ge=1, description="... and by the MiB their heads take"
+    )
     max_batch_tokens: int = Field(
         4096, ge=64, description="one ONNX Runtime call runs at most this many (padded) tokens"
     )

@@ -45,7 +45,7 @@ class Ingress:
             tenancy=Tenancy(registry, db),
             models=ModelClient(
                 models,
-                calls_in_flight=max(2, 2 * replicas),
+                calls_in_flight=s.model_calls_in_flight or max(2, 2 * replicas),
                 batch_tokens=s.batch_tokens,
                 max_queued=s.model_max_queued,
                 timeout_s=s.model_call_timeout_s,

@@ -12,7 +12,7 @@ class ReplicaMetrics:
     and lookups)."""
 
     def __init__(self):
-        from ray.serve.metrics import Histogram
+        from ray.serve.metrics import Counter, Gauge, Histogram
 
         keys = ("model", "endpoint")
 
@@ -34,6 +34,34 @@ class ReplicaMetrics:
             "tuneserve_batch_tokens",
             "estimated tokens in one batch",
             [64, 256, 1024, 4096, 16384, 65536],
+        )
+        # one a batch: the requests for a base and for its head-only variants share it
+        self.encoder_passes = Counter(
+            "tuneserve_encoder_passes_total",
+            description="encoder (model) passes, one a batch",
+            tag_keys=keys,  # type: ignore[arg-type]  # as above
+        )
+        by_base = ("model",)
+        self.head_applied = Counter(
+            "tuneserve_heads_applied_total",
+            description="head-only variant heads applied to a request's texts, by base",
+            tag_keys=by_base,
+        )
+        self.head_hits = Counter(
+            "tuneserve_head_cache_hits_total",
+            description="heads found loaded in the replica's head cache, by base",
+            tag_keys=by_base,
+        )
+        self.head_loads = Counter(
+            "tuneserve_head_loads_total",
+            description="heads loaded from their artifacts, by base",
+            tag_keys=by_base,
+        )
+        self.heads_loaded = Gauge(
+            "tuneserve_head_cache_heads", description="heads this replica holds loaded"
+        )
+        self.head_bytes = Gauge(
+            "tuneserve_head_cache_bytes", description="bytes of the heads this replica holds"
         )
 
 

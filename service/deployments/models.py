@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import functools
 import logging
 import os
@@ -33,6 +34,7 @@ from service.deployments.network import bind_replica_grpc_to_node_ip
 from service.errors import ModelUnavailable, Overloaded, ServiceError
 from service.inference import session as inference_session
 from service.inference.batching import MAX_ITEM_TOKENS, Batcher, Pending, QueueFull
+from service.inference.heads import HeadCache, HeadStats
 from service.inference.models import LoadedModel, load_model
 from service.registry import BASE_MODEL_ID, Registry
 
@@ -51,6 +53,8 @@ class ModelServer:
         *,
         threads: int = 1,
         max_models: int = 4,
+        max_heads: int = 10_000,
+        max_head_bytes: int = 256 << 20,
         max_batch_tokens: int = 4096,
         batch_tokens: int = 65536,
         batch_wait_s: float = 0.0,
@@ -62,6 +66,8 @@ class ModelServer:
         self._batches = 0  # batches run (monotonic)
         self._loads = 0  # model loads: more than the models used means the LRU evicted some
         self.metrics = ReplicaMetrics()
+        self.heads = HeadCache(self._find_head, max_heads=max_heads, max_bytes=max_head_bytes)
+        self._reported = HeadStats()  # what the metrics have counted of self.heads.stats
         self._batcher = Batcher(
             self._run_batch, max_tokens=max(batch_tokens, MAX_ITEM_TOKENS), wait_s=batch_wait_s
         )
@@ -89,6 +95,10 @@ class ModelServer:
             threads=self.threads,
             max_batch_tokens=self.max_batch_tokens,
         )
+
+    def _find_head(self, head_id: str):
+        resolved = self.registry.resolve(head_id)
+        return resolved.folder, resolved.manifest
 
     async def ready(self) -> bool:
         """Load the request's model (the base, from /readyz) and say it is ready."""
@@ -118,7 +128,10 @@ class ModelServer:
         model = await self.get_model(model_id)
         requests = [r for p in batch for r in p.item]
         self._observe(model_id, endpoint, batch, len(requests))
-        fn = model.classify_many if endpoint == "classify" else model.answer_many
+        if endpoint == "classify":
+            fn = functools.partial(model.classify_many, heads=self.heads)
+        else:
+            fn = model.answer_many
 
         def timed():
             # through the module: Serve pickles this class by value, a thread-local it cannot
@@ -126,8 +139,12 @@ class ModelServer:
             t.reset()
             return fn(requests), t.tokenize, t.inference
 
-        out, tokenize_s, inference_s = await asyncio.to_thread(timed)
+        try:
+            out, tokenize_s, inference_s = await asyncio.to_thread(timed)
+        finally:
+            self._count_heads(model_id)
         tags = {"model": model_id, "endpoint": endpoint}
+        self.metrics.encoder_passes.inc(tags=tags)
         self.metrics.tokenize.observe(tokenize_s, tags=tags)
         self.metrics.inference.observe(inference_s, tags=tags)
         per_call, i = [], 0
@@ -135,6 +152,18 @@ class ModelServer:
             per_call.append(out[i : i + len(p.item)])
             i += len(p.item)
         return per_call
+
+    def _count_heads(self, base: str) -> None:
+        """The head cache's counters since they were last reported, as metrics."""
+        now, was, tags = self.heads.stats, self._reported, {"model": base}
+        for name in ("hits", "loads", "applied"):
+            if getattr(now, name) > getattr(was, name):
+                getattr(self.metrics, f"head_{name}").inc(
+                    getattr(now, name) - getattr(was, name), tags=tags
+                )
+        self.metrics.head_bytes.set(now.bytes)
+        self.metrics.heads_loaded.set(now.heads)
+        self._reported = dataclasses.replace(now)
 
     def _observe(self, model_id: str, endpoint: str, batch: list[Pending], n: int) -> None:
         tags = {"model": model_id, "endpoint": endpoint}
@@ -154,6 +183,7 @@ class ModelServer:
         return {
             "pid": os.getpid(),
             "loads": self._loads,
+            "heads": dataclasses.asdict(self.heads.stats),
             "rss_bytes": rss,
             "batches": self._batches,
             "recent": list(self._sizes),

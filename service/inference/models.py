@@ -1,9 +1,11 @@
 """One class per model task, made by `load_model` from the manifest: an encoder (sentence
-embeddings, used zero-shot), a fine-tuned classifier, a fine-tuned extractive QA model. Each
-takes a whole batch of requests and returns one result list a request."""
+embeddings, used zero-shot and by its head-only variants), a fine-tuned classifier, a
+fine-tuned extractive QA model. Each takes a whole batch of requests and returns one result
+list a request."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -13,11 +15,12 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from service.inference import postprocess
+from service.inference.heads import HeadCache
+from service.inference.requests import ClassifyItem, QAItem
 from service.inference.session import Session, timings
 from training import artifacts
-from training.artifacts import HEAD_FILE, ZERO_SHOT_TEMPLATE
+from training.artifacts import ZERO_SHOT_TEMPLATE
 from training.data import file_sha256
-from training.heads import Head
 from training.spans import (
     DEFAULT_MAX_QUESTION_TOKENS,
     best_spans,
@@ -26,10 +29,6 @@ from training.spans import (
 )
 
 DEFAULT_TEMPLATE = ZERO_SHOT_TEMPLATE  # the sentence a label is put in (training/artifacts.py)
-
-# one classification request: (texts, labels or None, template or None)
-ClassifyItem = tuple[list[str], list[str] | None, str | None]
-QAItem = list[tuple[str, str]]  # one QA request: its (question, context) pairs
 
 
 def _split(flat: list, sizes: Sequence[int]) -> list[list]:
@@ -48,9 +47,11 @@ class LoadedModel:
         self.manifest = session.manifest
 
     def classify(self, texts: Sequence[str], labels=None, template=None) -> list[dict]:
-        return self.classify_many([(list(texts), labels, template)])[0]
+        return self.classify_many([ClassifyItem(list(texts), labels, template)])[0]
 
-    def classify_many(self, requests: Sequence[ClassifyItem]) -> list[list[dict]]:
+    def classify_many(
+        self, requests: Sequence[ClassifyItem], heads: HeadCache | None = None
+    ) -> list[list]:
         raise NotImplementedError(f"{self.manifest.task} models do not classify")
 
     def answer(self, pairs: Sequence[tuple[str, str]]) -> list[dict]:
@@ -86,19 +87,47 @@ class EncoderModel(LoadedModel):
             self._label_cache.popitem(last=False)
         return np.stack([self._label_cache[x] for x in labels])
 
-    def classify_many(self, requests: Sequence[ClassifyItem]) -> list[list[dict]]:
-        """Zero-shot: each text against each of its request's labels put into the request's
-        template ("{}" is the label). One ONNX pass embeds the texts of every request."""
-        emb = self.embed([t for texts, _, _ in requests for t in texts])
-        out, at = [], 0
-        for texts, labels, template in requests:
-            hypotheses = [(template or DEFAULT_TEMPLATE).replace("{}", x) for x in labels or []]
-            probs = postprocess.zero_shot_scores(
-                emb[at : at + len(texts)], self._label_embeddings(hypotheses)
+    @functools.cached_property
+    def graph_sha256(self) -> str:
+        """The served graph's digest: a head variant names the one it was trained on."""
+        return file_sha256(self.session.folder / self.manifest.onnx_file())
+
+    def classify_many(
+        self, requests: Sequence[ClassifyItem], heads: HeadCache | None = None
+    ) -> list[list]:
+        """One ONNX pass embeds the texts of every request; then each request is answered
+        zero-shot (each text against each of its labels put into its template, "{}" being
+        the label) or, for the head variants it names in `outputs`, by their heads."""
+        emb = self.embed([t for item in requests for t in item.texts])
+        out: list[list] = []
+        at = 0
+        for item in requests:
+            rows = emb[at : at + len(item.texts)]
+            at += len(item.texts)
+            if item.outputs is None:
+                out.append(self._zero_shot(rows, item))
+                continue
+            if heads is None and any(o is not None for o in item.outputs):
+                raise ValueError("head variants need the replica's head cache")
+            out.append(
+                [
+                    self._zero_shot(rows, item) if o is None else self._head(rows, o, heads)
+                    for o in item.outputs
+                ]
             )
-            out.append(postprocess.classification_results(probs, labels or []))
-            at += len(texts)
         return out
+
+    def _zero_shot(self, rows: np.ndarray, item: ClassifyItem) -> list[dict]:
+        labels = item.labels or []
+        hypotheses = [(item.template or DEFAULT_TEMPLATE).replace("{}", x) for x in labels]
+        probs = postprocess.zero_shot_scores(rows, self._label_embeddings(hypotheses))
+        return postprocess.classification_results(probs, labels)
+
+    def _head(self, rows: np.ndarray, head_id: str, heads) -> list[dict]:
+        loaded = heads.get(head_id, self.manifest, self.graph_sha256)
+        heads.count_applied(1)
+        probs = postprocess.softmax(loaded.head.logits(rows).astype(np.float64))
+        return postprocess.classification_results(probs, loaded.labels)
 
     def answer(self, pairs: Sequence[tuple[str, str]]) -> list[dict]:
         """For each (question, context): the context sentence closest to the question."""
@@ -118,34 +147,13 @@ class EncoderModel(LoadedModel):
 class ClassifierModel(LoadedModel):
     """A fine-tuned classifier: softmax over its own labels."""
 
-    def logits(self, texts: Sequence[str]) -> np.ndarray:
-        return self.session.run(self.session.encode(texts))
-
-    def classify_many(self, requests: Sequence[ClassifyItem]) -> list[list[dict]]:
-        logits = self.logits([t for texts, _, _ in requests for t in texts])
+    def classify_many(
+        self, requests: Sequence[ClassifyItem], heads: HeadCache | None = None
+    ) -> list[list]:
+        logits = self.session.run(self.session.encode([t for r in requests for t in r.texts]))
         probs = postprocess.softmax(logits.astype(np.float64))
         results = postprocess.classification_results(probs, self.manifest.labels)
-        return _split(results, [len(t) for t, _, _ in requests])
-
-
-class HeadModel(ClassifierModel):
-    """A head variant: its base's graph (the pooled, normalized embedding) and a linear head
-    of its own, a few kilobytes. Refused when the base's graph is not the one it trained on."""
-
-    def __init__(self, folder: Path, manifest: artifacts.Manifest, base: Session):
-        super().__init__(base)
-        self.manifest = manifest
-        if manifest.base_sha256 and file_sha256(base.folder / base.manifest.onnx_file()) != (
-            manifest.base_sha256
-        ):
-            raise ValueError(
-                f"model {manifest.id!r} is a head trained on another version of its base "
-                f"{manifest.base!r}; train it again on the base as it is now"
-            )
-        self.head = Head.load(folder / manifest.files.get("head", HEAD_FILE))
-
-    def logits(self, texts: Sequence[str]) -> np.ndarray:
-        return self.head.logits(self.session.run(self.session.encode(texts)))
+        return _split(results, [len(r.texts) for r in requests])
 
 
 class QAModel(LoadedModel):
@@ -211,14 +219,13 @@ _CLASSES: dict[str, type[LoadedModel]] = {
 def load_model(
     folder: str | Path, *, threads: int = 1, max_batch_tokens: int = 4096
 ) -> LoadedModel:
-    """Load the model in `folder` with the class for its task (a head variant with its
-    base's graph, from the base's folder beside it)."""
+    """Load the model in `folder` with the class for its task."""
     manifest = artifacts.read_manifest(folder)
-    if manifest.head_only and manifest.base:
-        base_folder = Path(folder).parent / artifacts.model_dir(".", manifest.base).name
-        base = artifacts.read_manifest(base_folder)
-        session = Session(base_folder, base, threads=threads, max_batch_tokens=max_batch_tokens)
-        return HeadModel(Path(folder), manifest, session)
+    if manifest.head_only:
+        raise ValueError(
+            f"model {manifest.id!r} is a head-only variant: it is served through its base "
+            f"{manifest.base!r} (inference/heads.py), not loaded on its own"
+        )
     cls = _CLASSES.get(manifest.task)
     if cls is None:
         raise ValueError(f"model {manifest.id!r}: the runtime cannot serve task {manifest.task!r}")

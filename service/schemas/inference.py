@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -61,10 +61,27 @@ def _not_null(v: object) -> object:
     return v
 
 
+MAX_MODELS = 64  # models in one classify request (head-only variants of one base)
+
+
 class ClassifyRequest(Request):
     model_config = ConfigDict(json_schema_extra=_model_required)
 
-    model: ModelId | SkipJsonSchema[None] = MODEL_FIELD
+    model: (
+        ModelId
+        | Annotated[
+            list[ModelId],
+            Field(min_length=1, max_length=MAX_MODELS, json_schema_extra={"uniqueItems": True}),
+        ]
+        | SkipJsonSchema[None]
+    ) = Field(
+        None,
+        description="the model to use: `base` or a fine-tuned model id; or a list of head-only "
+        "variants of one base (and that base, zero-shot with `labels`), each answering every "
+        "input from one encoder pass. A client that cannot set it may leave it out and send the "
+        "`serve-multiplexed-model-id` header instead",
+        examples=["base"],
+    )
     inputs: Texts = Field(..., description="a text, or a list of texts", examples=[["I loved it"]])
     labels: Annotated[list[Label], Field(min_length=MIN_LABELS, max_length=MAX_LABELS)] | None = (
         Field(
@@ -100,6 +117,13 @@ class ClassifyRequest(Request):
             raise ValueError('template must contain "{}" where the label goes')
         return v
 
+    @field_validator("model")
+    @classmethod
+    def _unique_models(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list) and len(set(v)) < len(v):
+            raise ValueError("each model once: the list repeats one")
+        return v
+
     @field_validator("labels")
     @classmethod
     def _unique(cls, v: list[str] | None) -> list[str] | None:
@@ -119,6 +143,14 @@ class ClassifyResult(BaseModel):
 class ClassifyResponse(BaseModel):
     model: str
     results: list[ClassifyResult]
+
+
+class ClassifyManyResponse(BaseModel):
+    """The answer to a list of models: each model's results for every input, in the order
+    the models were named."""
+
+    object: Literal["list"] = "list"
+    data: list[ClassifyResponse]
 
 
 class QAPair(Request):

@@ -28,6 +28,11 @@ class ModelView(BaseModel):
         description="its base's zero-shot scores on the same validation data: what "
         "fine-tuning bought is `metrics` minus these",
     )
+    head_only: bool = Field(
+        False,
+        description="a head of a few kilobytes served through its `base`'s encoder pass, "
+        "and askable with other variants of that base in one request",
+    )
     method: Literal["full", "head"] | None = Field(
         None,
         description="a classifier: `full` (every weight trained) or `head` (a head of a few "

@@ -9,13 +9,20 @@ from fastapi.responses import JSONResponse
 from service.api.deps import Caller, Ctx, ModelHeader, limit_texts, model_named, resolved
 from service.errors import InvalidRequest, LimitExceeded
 from service.inference.batching import approx_tokens
-from service.registry import check_endpoint
-from service.schemas.inference import ClassifyRequest, ClassifyResponse, QARequest, QAResponse
+from service.inference.requests import ClassifyItem
+from service.registry import check_endpoint, classify_route
+from service.schemas.inference import (
+    ClassifyManyResponse,
+    ClassifyRequest,
+    ClassifyResponse,
+    QARequest,
+    QAResponse,
+)
 
 router = APIRouter(tags=["inference"])
 
 
-@router.post("/v1/classify", response_model=ClassifyResponse)
+@router.post("/v1/classify", response_model=ClassifyResponse | ClassifyManyResponse)
 async def classify(
     ctx: Ctx,
     who: Caller,
@@ -24,11 +31,17 @@ async def classify(
     serve_multiplexed_model_id: ModelHeader = None,
 ):
     """Classify texts: with a fine-tuned classifier's own labels, or zero-shot with a base
-    encoder and the candidate `labels` given in the request."""
-    model_id = model_named(request, body.model, serve_multiplexed_model_id)
-    model = await ctx.tenancy.resolve(who, model_id)
-    resolved(request, model_id)
-    check_endpoint(model, "text-classification", body.labels)
+    encoder and the candidate `labels` given in the request; with a list of models, each of
+    them (head-only variants of one base, and that base) from one encoder pass."""
+    many = isinstance(body.model, list)
+    ids = (
+        body.model
+        if isinstance(body.model, list)
+        else [model_named(request, body.model, serve_multiplexed_model_id)]
+    )
+    models = [await ctx.tenancy.resolve(who, m) for m in ids]
+    resolved(request, ids[0] if not many else "list")
+    route = classify_route(ctx.registry, models, body.labels, many=many)
     texts = list(body.inputs)
     limit_texts(ctx.settings, texts, "inputs")
     most = ctx.settings.max_labels
@@ -36,15 +49,20 @@ async def classify(
         raise LimitExceeded(
             f"labels: at most {most} labels (setting TUNESERVE_MAX_LABELS)", param="labels"
         )
-    if body.template is not None and not model.zero_shot:
+    if body.template is not None and not any(m.zero_shot for m in models):
         raise InvalidRequest(
             "`template` is for zero-shot classification with a base encoder", param="template"
         )
     assert ctx.models is not None
-    request_item = (texts, body.labels, body.template)
-    results = await ctx.models.call(model_id, "classify", request_item, approx_tokens(texts))
+    item = ClassifyItem(texts, body.labels, body.template, route.outputs)
+    results = await ctx.models.call(route.target, "classify", item, approx_tokens(texts))
     # the replica's results are already the response's shape: skip re-validating them
-    return JSONResponse({"model": model_id, "results": results})
+    if many:
+        data = [{"model": m, "results": r} for m, r in zip(ids, results, strict=True)]
+        return JSONResponse({"object": "list", "data": data})
+    return JSONResponse(
+        {"model": ids[0], "results": results if route.outputs is None else results[0]}
+    )
 
 
 @router.post("/v1/qa", response_model=QAResponse)

@@ -31,6 +31,7 @@ def view(manifest: Manifest) -> ModelView:
             "metrics": {k: v for k, v in manifest.metrics.items() if k not in _RUN_FACTS},
             "baseline": manifest.baseline,
             "method": manifest.method if manifest.task == "text-classification" else None,
+            "head_only": manifest.head_only,
             "created_at": manifest.created_at,
         }
     )

@@ -1,0 +1,114 @@
+"""Head-only variants over real HTTP: routed to their base's replica, batched with it into one
+encoder pass, several in one request, refused when their base changed."""
+
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from conftest import app_on_session, get, post, replica_stats, wait_for_metric
+
+from service.inference.models import EncoderModel
+from service.inference.session import Session
+from training import artifacts
+from training.head_run import write_head
+from training.heads import Head
+
+TEXTS = ["the film was wonderful", "a dull tedious mess"]
+HEADS = {"h1": ["a", "b"], "h2": ["x", "y", "z"], "h3": ["p", "q"]}
+LABELS = ["happy", "sad"]
+APP = "heads"
+PASSES = "ray_tuneserve_encoder_passes_total"
+
+
+def _write_heads(home) -> None:
+    folder = artifacts.model_dir(home, "base")
+    base = artifacts.read_manifest(folder)
+    sha = EncoderModel(Session(folder, base)).graph_sha256
+    for seed, (head_id, labels) in enumerate(HEADS.items()):
+        rng = np.random.default_rng(seed)
+        head = Head(rng.normal(size=(len(labels), base.hidden_size)).astype(np.float32),
+                    np.zeros(len(labels), dtype=np.float32))  # fmt: skip
+        manifest = artifacts.Manifest(
+            id=head_id, task="text-classification", method="head", base="base", labels=labels,
+            base_sha256=sha, files={"head": "head.npz"},
+        )  # fmt: skip
+        write_head(home, manifest, head, replace=True)
+    stale = artifacts.Manifest(
+        id="stale", task="text-classification", method="head", base="base", labels=["a", "b"],
+        base_sha256="0" * 64, files={"head": "head.npz"},
+    )  # fmt: skip
+    write_head(home, stale, Head(np.zeros((2, base.hidden_size)), np.zeros(2)), replace=True)
+
+
+@pytest.fixture(scope="module")
+def url(ray_session, service_url, store, tmp_path_factory):
+    home = tmp_path_factory.mktemp("heads-store")
+    shutil.copytree(artifacts.model_dir(store, "base"), artifacts.model_dir(home, "base"))
+    _write_heads(home)
+    # a batch waits a moment for company, so that a burst is one batch whatever the timing
+    # (and the ingress sends each request at once, not holding some for the next call)
+    with app_on_session(
+        service_url,
+        APP,
+        home=home,
+        model_replica_cpus=0.25,
+        batch_wait_s=0.5,
+        model_calls_in_flight=8,
+    ) as url:
+        yield url
+
+
+def _ask(url: str, model: str) -> tuple[int, dict]:
+    body = {"model": model, "inputs": TEXTS, **({"labels": LABELS} if model == "base" else {})}
+    return post(f"{url}/v1/classify", body)
+
+
+def test_a_burst_for_three_variants_and_their_base_is_one_encoder_pass(url, service_url):
+    alone = {m: _ask(url, m) for m in ["h1", "h2", "h3", "base"]}
+    assert all(status == 200 for status, _ in alone.values()), alone
+    assert set(alone["h2"][1]["results"][0]["scores"]) == {"x", "y", "z"}
+    passes = wait_for_metric(service_url, PASSES, 1, model="base")
+    stats = replica_stats(APP)
+    with ThreadPoolExecutor(4) as pool:
+        burst = dict(zip(alone, pool.map(lambda m: _ask(url, m), alone), strict=True))
+    assert replica_stats(APP)["batches"] - stats["batches"] == 1
+    wait_for_metric(service_url, PASSES, passes + 1, model="base")
+    for m, (status, body) in burst.items():
+        assert status == 200 and body["model"] == m
+        for got, want in zip(body["results"], alone[m][1]["results"], strict=True):
+            assert got["label"] == want["label"]
+            assert got["score"] == pytest.approx(want["score"], abs=1e-6)
+    heads = replica_stats(APP)["heads"]
+    assert heads["loads"] == 3 and heads["hits"] >= 3 and heads["applied"] >= 6
+
+
+def test_one_request_asks_several_variants_and_the_base(url):
+    status, body = post(
+        f"{url}/v1/classify", {"model": ["h1", "base", "h3"], "inputs": TEXTS, "labels": LABELS}
+    )
+    assert status == 200, body
+    assert body["object"] == "list" and [d["model"] for d in body["data"]] == ["h1", "base", "h3"]
+    for entry in body["data"]:
+        status, alone = _ask(url, entry["model"])
+        assert [r["label"] for r in entry["results"]] == [r["label"] for r in alone["results"]]
+    status, body = post(f"{url}/v1/classify", {"model": ["h1", "h2"], "inputs": TEXTS})
+    assert status == 200 and len(body["data"]) == 2
+
+
+def test_lists_are_refused_with_the_reason(url):
+    status, body = post(f"{url}/v1/classify", {"model": ["h1", "base"], "inputs": TEXTS})
+    assert status == 400 and body["error"]["param"] == "labels"
+    status, body = post(f"{url}/v1/classify", {"model": ["h1", "h1"], "inputs": TEXTS})
+    assert status == 422
+    status, body = post(f"{url}/v1/classify", {"model": ["h1", "nope"], "inputs": TEXTS})
+    assert status == 404
+
+
+def test_a_variant_says_it_is_head_only_and_a_stale_one_is_refused(url):
+    status, view = get(f"{url}/v1/models/h1")
+    assert status == 200 and view["head_only"] and view["base"] == "base"
+    status, body = _ask(url, "stale")
+    assert status == 409, body
+    assert "'stale' is a head trained on another version of its base" in body["error"]["message"]
+    assert _ask(url, "h1")[0] == 200  # the others still serve
