@@ -9,6 +9,8 @@ model). A bounded async load generator sends `/v1/classify` requests at concurre
 32 with 1 and 8 texts a request, for `--seconds` each, and reports requests/s, sequences/s and
 p50/p95/p99 latency. Last, 20 variants of the model under round-robin traffic against one
 variant, on the first shape. Prints markdown tables; `--json` writes the rows.
+`--many-variants` adds head-only variants by the hundred and thousand (bench/variants.py, its
+own server: one replica, so that its RSS can be read).
 """
 
 from __future__ import annotations
@@ -172,6 +174,11 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--variants", type=int, default=20)
     p.add_argument("--json", type=Path)
+    p.add_argument(
+        "--many-variants",
+        action="store_true",
+        help="then the many-variants section: 100 and 1,000 head-only variants (bench/variants.py)",
+    )
     args = p.parse_args()
     args.home = args.home.resolve()
     manifest = artifacts.read_manifest(artifacts.model_dir(args.home, args.model))
@@ -201,6 +208,10 @@ def main() -> None:
     print(f"plot: {results / 'serve.svg'}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+    if args.many_variants:
+        from bench import variants as many  # it imports this module
+
+        many.main(["--home", str(args.home), "--model", args.model, "--seconds", str(args.seconds)])
 
 
 if __name__ == "__main__":

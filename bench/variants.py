@@ -3,7 +3,8 @@
     python bench/variants.py --home .tuneserve --model <a fine-tuned classifier> [--seconds 8]
 
 Starts tuneserve on 127.0.0.1 (by PID, stopped after; one model replica with every core) and
-sends `/v1/classify` requests of 1 text at concurrency 32 for `--seconds` each:
+sends `/v1/classify` requests of 1 text at concurrency 32 for `--seconds` each, every scenario
+`--rounds` times in alternation:
 - 100 and 1,000 head-only variants of `base` round-robin (random heads written as a head job
   writes them, each checked against the base graph; every variant warmed first);
 - 1 model: `--model` alone;
@@ -45,6 +46,7 @@ def head_variants(home: Path, n: int, start: int = 0) -> list[str]:
     folder = artifacts.model_dir(home, "base")
     base = artifacts.read_manifest(folder)
     sha = EncoderModel(Session(folder, base)).graph_sha256
+    dim = int(base.hidden_size or 384)
     ids = []
     for i in range(start, start + n):
         vid = f"headvar-{i:04d}"
@@ -52,7 +54,7 @@ def head_variants(home: Path, n: int, start: int = 0) -> list[str]:
             rng = np.random.default_rng(i)
             labels = [f"label-{j}" for j in range(2 + i % 5)]
             head = Head(
-                rng.normal(size=(len(labels), base.hidden_size)).astype(np.float32),
+                rng.normal(size=(len(labels), dim)).astype(np.float32),
                 np.zeros(len(labels), dtype=np.float32),
             )
             manifest = artifacts.Manifest(
@@ -94,36 +96,74 @@ async def one_by_one(url: str, models: list[str], text: str) -> list[float]:
     return out
 
 
-def scenario(rows: list[dict], url: str, name: str, models: list[str], args) -> None:
+def scenario(url: str, models: list[str], seconds: float) -> dict:
     pool = texts()
-    asyncio.run(load(url, models, 1, 8, max(2.0, len(models) * 0.01), pool))  # warm all
-    r = asyncio.run(load(url, models, 1, 32, args.seconds, pool))
-    rows.append({"scenario": name, "variants": len(models), **r})
-    print(f"{name}: {r['requests_per_s']:.1f} req/s p50 {r['p50_ms']:.1f} ms", flush=True)
+    asyncio.run(one_by_one(url, models, pool[2]))  # every variant loaded before the clock runs
+    asyncio.run(load(url, models, 1, 8, 2.0, pool))
+    return asyncio.run(load(url, models, 1, 32, seconds, pool))
 
 
 def measure(args, url: str, heads: list[str], fresh: list[str]) -> tuple[list[dict], dict]:
-    rows: list[dict] = []
+    """Each scenario `--rounds` times, the scenarios alternating (a slow patch of the machine
+    falls on all of them); requests/s and p50 are the means over rounds, p99 the worst."""
     pool = texts()
     asyncio.run(one_by_one(url, heads[:1], pool[0]))  # the base loaded, and one head
     facts = {"rss_base_mib": replica_rss() / 2**20}
-    scenario(rows, url, "100 head-only variants", heads[:100], args)
-    scenario(rows, url, "1,000 head-only variants", heads, args)
-    facts["rss_1000_heads_mib"] = replica_rss() / 2**20
-    cold = asyncio.run(one_by_one(url, fresh, pool[1]))
-    warm = asyncio.run(one_by_one(url, fresh, pool[1]))
-    facts.update(cold_p50_ms=statistics.median(cold), warm_p50_ms=statistics.median(warm))
-    scenario(rows, url, "1 model", [args.model], args)
-    scenario(rows, url, "20 full variants", full_variants(args.home, args.model, 20), args)
+    scenarios = {
+        "100 head-only variants": heads[:100],
+        "1,000 head-only variants": heads,
+        "1 model": [args.model],
+        "20 full variants": full_variants(args.home, args.model, 20),
+    }
+    runs: dict[str, list[dict]] = {name: [] for name in scenarios}
+    for i in range(args.rounds):
+        for name, models in scenarios.items():
+            r = scenario(url, models, args.seconds)
+            runs[name].append(r)
+            print(f"round {i + 1}, {name}: {r['requests_per_s']:.1f} req/s", flush=True)
+            if i == 0 and name.startswith("1,000"):
+                facts["rss_1000_heads_mib"] = replica_rss() / 2**20
+                cold = asyncio.run(one_by_one(url, fresh, pool[1]))
+                warm = asyncio.run(one_by_one(url, fresh, pool[1]))
+                facts.update(
+                    cold_p50_ms=statistics.median(cold), warm_p50_ms=statistics.median(warm)
+                )
+    rows = [
+        {
+            "scenario": name,
+            "variants": len(scenarios[name]),
+            "requests_per_s": statistics.mean(r["requests_per_s"] for r in rs),
+            "p50_ms": statistics.mean(r["p50_ms"] for r in rs),
+            "p99_ms": max(r["p99_ms"] for r in rs),
+            "errors": sum(r["errors"] for r in rs),
+            "rounds": [r["requests_per_s"] for r in rs],
+        }
+        for name, rs in runs.items()
+    ]
     return rows, facts
 
 
-def main() -> int:
+def plot(rows: list[dict], cores: int) -> None:
+    """requests/s and p50 by variants; both lines start at the one model."""
+    one = next(r for r in rows if r["scenario"] == "1 model")
+    panels = []
+    for label, key in (("requests/s", "requests_per_s"), ("p50 ms", "p50_ms")):
+        series = {
+            kind: [(1, one[key])] + [(r["variants"], r[key]) for r in rows if kind in r["scenario"]]
+            for kind in ("head-only variants", "full variants")
+        }
+        panels.append((label, series))
+    title = f"by variants of one base, 1 text a request, concurrency 32, {cores} cores"
+    line_charts(RESULTS / "variants.svg", title, panels)
+
+
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--home", type=Path, default=Path(".tuneserve"))
     p.add_argument("--model", required=True, help="a fine-tuned (full) text-classification model")
     p.add_argument("--seconds", type=float, default=8.0)
-    args = p.parse_args()
+    p.add_argument("--rounds", type=int, default=3, help="times each scenario runs, alternating")
+    args = p.parse_args(argv)
     args.home = args.home.resolve()
     heads = head_variants(args.home, 1000)
     fresh = head_variants(args.home, 50, start=1000)
@@ -168,12 +208,7 @@ def main() -> int:
     print("\n" + "\n".join(f"{k}: {v:.1f}" for k, v in facts.items()))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "variants.json").write_text(json.dumps({"rows": rows, "facts": facts}, indent=1))
-    series = {
-        "head-only variants": [(r["variants"], r["requests_per_s"]) for r in rows if "head" in r["scenario"]],
-        "full variants": [(r["variants"], r["requests_per_s"]) for r in rows if "head" not in r["scenario"]],
-    }  # fmt: skip
-    line_charts(RESULTS / "variants.svg", f"requests/s by variants, 1 text, concurrency 32, {cores} cores",
-                [("requests/s", series)])  # fmt: skip
+    plot(rows, cores)
     print(f"wrote {RESULTS / 'variants.json'} and {RESULTS / 'variants.svg'}")
     return 0
 

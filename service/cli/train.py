@@ -188,7 +188,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train", required=True, help="training data file")
-    p.add_argument("--validation", help="validation file (default: 10%% of --train held out)")
+    p.add_argument(
+        "--validation",
+        help="validation file (default: 10%% of --train held out, by label, at least 100 rows "
+        "or a quarter; the head method cross-validates instead)",
+    )
     p.add_argument("--base", default="base", help="model to start from (default base)")
     p.add_argument("--run-id", help="name of the run; rerunning a name resumes it")
     p.add_argument("--model-id", help="id of the exported model (default: the run id)")
