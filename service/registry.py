@@ -18,9 +18,10 @@ from training.artifacts import Manifest
 # The id every client may use for the deployment's base encoder, whatever its stored id.
 BASE_MODEL_ID = "base"
 
-# Which endpoints a model's head serves. An encoder serves both, zero-shot.
+# Which endpoints a model's head serves. An encoder serves both tasks zero-shot, and its
+# sentence embeddings.
 ENDPOINTS: dict[str, list[str]] = {
-    "feature-extraction": ["text-classification", "extractive-qa"],
+    "feature-extraction": ["text-classification", "extractive-qa", "embeddings"],
     "text-classification": ["text-classification"],
     "extractive-qa": ["extractive-qa"],
 }

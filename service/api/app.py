@@ -15,7 +15,7 @@ from starlette.routing import compile_path
 
 from service.api import middleware
 from service.api.deps import Context
-from service.api.routes import admin, files, health, inference, jobs, models
+from service.api.routes import admin, embeddings, files, health, inference, jobs, models
 from service.errors import ServiceError, error_body
 from service.schemas.errors import ERROR_RESPONSES
 from service.settings import Settings
@@ -33,6 +33,7 @@ def create_app(context: Context | None = None) -> FastAPI:
     app.state.context = context
     for router in (
         inference.router,
+        embeddings.router,
         models.router,
         files.router,
         jobs.router,

@@ -113,6 +113,10 @@ class ModelServer:
         """Answer each request, its (question, context) pairs; one result list a request."""
         return await self._submit("qa", call)
 
+    async def embed(self, call: Call) -> list[dict]:
+        """Embed each request's inputs; per request its vectors and tokens."""
+        return await self._submit("embed", call)
+
     async def _submit(self, endpoint: str, call: Call) -> list:
         model_id = serve.get_multiplexed_model_id()
         # load (or touch) the model before joining the queue: one batch runs at a time, and
@@ -130,6 +134,8 @@ class ModelServer:
         self._observe(model_id, endpoint, batch, len(requests))
         if endpoint == "classify":
             fn = functools.partial(model.classify_many, heads=self.heads)
+        elif endpoint == "embed":
+            fn = model.embed_many
         else:
             fn = model.answer_many
 

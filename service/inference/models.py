@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from service.errors import InvalidRequest
 from service.inference import postprocess
 from service.inference.heads import HeadCache
-from service.inference.requests import ClassifyItem, QAItem
+from service.inference.requests import ClassifyItem, EmbedItem, QAItem
 from service.inference.session import Session, timings
 from training import artifacts
 from training.artifacts import ZERO_SHOT_TEMPLATE
@@ -57,6 +58,9 @@ class LoadedModel:
     def answer(self, pairs: Sequence[tuple[str, str]]) -> list[dict]:
         raise NotImplementedError(f"{self.manifest.task} models do not answer questions")
 
+    def embed_many(self, requests: Sequence[EmbedItem]) -> list[dict]:
+        raise NotImplementedError(f"{self.manifest.task} models do not serve embeddings")
+
     def answer_many(self, requests: Sequence[QAItem]) -> list[list[dict]]:
         """Several requests' question/context pairs in one pass."""
         results = self.answer([pair for pairs in requests for pair in pairs])
@@ -75,6 +79,46 @@ class EncoderModel(LoadedModel):
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         return self.session.run(self.session.encode(texts))
+
+    def embed_many(self, requests: Sequence[EmbedItem]) -> list[dict]:
+        """/v1/embeddings: one ONNX pass over every request's inputs; per request its unit
+        vectors (shortened to `dimensions` and scaled back to unit length) and its tokens."""
+        texts = [self._text(x, i) for item in requests for i, x in enumerate(item.inputs)]
+        encodings = self.session.encode(texts)
+        vectors = self.session.run(encodings).astype(np.float32)
+        out, at = [], 0
+        for item in requests:
+            n = len(item.inputs)
+            rows, at = vectors[at : at + n], at + n
+            size = rows.shape[1]
+            if item.dimensions is not None and item.dimensions > size:
+                raise InvalidRequest(
+                    f"dimensions: model {self.manifest.id!r} makes vectors of {size}; ask for "
+                    f"at most {size}",
+                    param="dimensions",
+                )
+            if item.dimensions is not None and item.dimensions < size:
+                rows = rows[:, : item.dimensions]
+                norms = np.linalg.norm(rows, axis=1, keepdims=True)
+                rows = rows / np.maximum(norms, 1e-12)
+            tokens = sum(len(e.ids) for e in encodings[at - n : at])
+            out.append({"vectors": np.ascontiguousarray(rows, dtype=np.float32), "tokens": tokens})
+        return out
+
+    def _text(self, x: str | list[int], index: int) -> str:
+        """A text as is; token ids decoded with this model's tokenizer (refused, naming the
+        input, when one is outside its vocabulary)."""
+        if isinstance(x, str):
+            return x
+        vocab = self.session.tokenizer.get_vocab_size()
+        bad = next((t for t in x if t >= vocab), None)
+        if bad is not None:
+            raise InvalidRequest(
+                f"input[{index}]: token id {bad} is outside model {self.manifest.id!r}'s "
+                f"vocabulary of {vocab}; token ids are this model's tokenizer's, not OpenAI's",
+                param="input",
+            )
+        return self.session.tokenizer.decode(x, skip_special_tokens=True)
 
     def _label_embeddings(self, labels: Sequence[str]) -> np.ndarray:
         missing = [x for x in dict.fromkeys(labels) if x not in self._label_cache]

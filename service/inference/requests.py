@@ -18,3 +18,10 @@ class ClassifyItem(NamedTuple):
 
 
 QAItem = list[tuple[str, str]]  # one QA request: its (question, context) pairs
+
+
+class EmbedItem(NamedTuple):
+    """One embeddings request: texts, or token ids of the model's tokenizer, in order."""
+
+    inputs: list[str | list[int]]
+    dimensions: int | None = None

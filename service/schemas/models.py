@@ -7,14 +7,16 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-Endpoint = Literal["text-classification", "extractive-qa"]
+Endpoint = Literal["text-classification", "extractive-qa", "embeddings"]
 
 
 class ModelView(BaseModel):
     id: str
     object: Literal["model"] = "model"
     task: str = Field(description="what the model's head computes")
-    endpoints: list[Endpoint] = Field(description="the tasks it serves: /v1/classify, /v1/qa")
+    endpoints: list[Endpoint] = Field(
+        description="what it serves: /v1/classify, /v1/qa, /v1/embeddings"
+    )
     zero_shot: bool = Field(description="a base encoder: classify needs `labels`")
     base: str | None
     labels: list[str]

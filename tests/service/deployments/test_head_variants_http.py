@@ -112,3 +112,10 @@ def test_a_variant_says_it_is_head_only_and_a_stale_one_is_refused(url):
     assert status == 409, body
     assert "'stale' is a head trained on another version of its base" in body["error"]["message"]
     assert _ask(url, "h1")[0] == 200  # the others still serve
+
+
+def test_embeddings_are_the_bases_not_a_classifiers(url):
+    status, body = post(f"{url}/v1/embeddings", {"model": "h1", "input": "x"})
+    assert status == 400 and body["error"]["type"] == "wrong_task", body
+    status, body = post(f"{url}/v1/embeddings", {"model": "base", "input": "x"})
+    assert status == 200 and len(body["data"][0]["embedding"]) > 0, body
