@@ -16,18 +16,19 @@ from sqlalchemy.exc import OperationalError
 from service.deployments.metrics import IngressMetrics
 from service.errors import ServiceError, TooLarge, Unavailable, error_body
 
-API_PREFIX = "/v1/"
+# the API's paths: ours, and the Hugging Face Inference API's (routes/hf.py)
+API_PREFIXES = ("/v1/", "/hf/")
 
 
 def api_path(scope) -> str | None:
     """The path of an HTTP request within the app (without Serve's route prefix, the
-    `root_path`), when it is one of the API's (/v1/...); None for anything else."""
+    `root_path`), when it is one of the API's (/v1/..., /hf/...); None for anything else."""
     if scope["type"] != "http":
         return None
     path, root = scope["path"], scope.get("root_path", "")
     if root and path.startswith(root):
         path = path[len(root) :]
-    return path if path.startswith(API_PREFIX) else None
+    return path if path.startswith(API_PREFIXES) else None
 
 
 def error_response(exc: ServiceError) -> JSONResponse:
@@ -37,7 +38,7 @@ def error_response(exc: ServiceError) -> JSONResponse:
 
 
 class RequestMetrics:
-    """Counts /v1/ requests by route, model and status, and times them."""
+    """Counts API requests by route, model and status, and times them."""
 
     def __init__(self, app):
         self.app = app

@@ -155,7 +155,9 @@ class EncoderModel(LoadedModel):
                 raise ValueError("head variants need the replica's head cache")
             out.append(
                 [
-                    self._zero_shot(rows, item) if o is None else self._head(rows, o, heads)
+                    self._zero_shot(rows, item)
+                    if o is None
+                    else self._head(rows, o, heads, item.transform)
                     for o in item.outputs
                 ]
             )
@@ -167,10 +169,10 @@ class EncoderModel(LoadedModel):
         probs = postprocess.zero_shot_scores(rows, self._label_embeddings(hypotheses))
         return postprocess.classification_results(probs, labels)
 
-    def _head(self, rows: np.ndarray, head_id: str, heads) -> list[dict]:
+    def _head(self, rows: np.ndarray, head_id: str, heads, transform: str) -> list[dict]:
         loaded = heads.get(head_id, self.manifest, self.graph_sha256)
         heads.count_applied(1)
-        probs = postprocess.softmax(loaded.head.logits(rows).astype(np.float64))
+        probs = postprocess.scores(loaded.head.logits(rows), transform)
         return postprocess.classification_results(probs, loaded.labels)
 
     def answer(self, pairs: Sequence[tuple[str, str]]) -> list[dict]:
@@ -195,9 +197,12 @@ class ClassifierModel(LoadedModel):
         self, requests: Sequence[ClassifyItem], heads: HeadCache | None = None
     ) -> list[list]:
         logits = self.session.run(self.session.encode([t for r in requests for t in r.texts]))
-        probs = postprocess.softmax(logits.astype(np.float64))
-        results = postprocess.classification_results(probs, self.manifest.labels)
-        return _split(results, [len(r.texts) for r in requests])
+        out, at = [], 0
+        for r in requests:
+            probs = postprocess.scores(logits[at : at + len(r.texts)], r.transform)
+            out.append(postprocess.classification_results(probs, self.manifest.labels))
+            at += len(r.texts)
+        return out
 
 
 class QAModel(LoadedModel):

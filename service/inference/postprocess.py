@@ -17,6 +17,17 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def scores(logits: np.ndarray, transform: str = "softmax") -> np.ndarray:
+    """A classifier's scores from its logits: a softmax over the labels (the default), each
+    label's sigmoid, or the logits as they are ("none")."""
+    x = logits.astype(np.float64)
+    if transform == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-x))
+    if transform == "none":
+        return x
+    return softmax(x)
+
+
 def zero_shot_scores(text_emb: np.ndarray, label_emb: np.ndarray) -> np.ndarray:
     """[texts, labels] probabilities from normalized embeddings."""
     return softmax(SIMILARITY_SCALE * text_emb @ label_emb.T, axis=1)

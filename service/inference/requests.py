@@ -15,6 +15,8 @@ class ClassifyItem(NamedTuple):
     # an encoder's requests only: what to answer with, in order, each a head variant's id or
     # None for zero-shot with `labels`; None: the model itself (one result list)
     outputs: list[str | None] | None = None
+    # a fine-tuned classifier's (or head's) scores from its logits: softmax, sigmoid or none
+    transform: str = "softmax"
 
 
 QAItem = list[tuple[str, str]]  # one QA request: its (question, context) pairs

@@ -75,15 +75,16 @@ def acme_things(secure, keys, store, tmp_path_factory):
 
 
 def _api_routes(url: str) -> list[tuple[str, str]]:
-    """Every /v1/ operation the service's own schema declares, its path parameters filled."""
+    """Every API operation (/v1/, /hf/) the service's own schema declares, its path parameters
+    filled."""
     spec = httpx.get(f"{url}/openapi.json", timeout=30).json()
     routes = [
         (method.upper(), path.replace("{", "").replace("}", ""))
         for path, ops in spec["paths"].items()
-        if path.startswith("/v1/")
+        if path.startswith(("/v1/", "/hf/"))
         for method in ops
     ]
-    assert len(routes) >= 18, routes
+    assert len(routes) >= 20 and ("POST", "/hf/models/model_id") in routes, routes
     return routes
 
 
@@ -146,6 +147,12 @@ def test_tenants_see_only_their_own_files_jobs_and_models(secure, keys, acme_thi
         ("POST", "/v1/fine_tuning/jobs", {"model": model, "training_file": own_file}),
         ("POST", "/v1/classify", {"model": model, "inputs": ["nice"], "labels": LABELS}),
         ("POST", "/v1/qa", {"model": model, "question": "who?", "context": "Ann did."}),
+        ("POST", "/v1/embeddings", {"model": model, "input": "nice"}),
+        (
+            "POST",
+            f"/hf/models/{model}",
+            {"inputs": "nice", "parameters": {"candidate_labels": LABELS}},
+        ),
     ]:
         r = globex.request(method, path, json=body)
         assert r.status_code == 404, (method, path, r.status_code, r.text)

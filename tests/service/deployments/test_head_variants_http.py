@@ -119,3 +119,24 @@ def test_embeddings_are_the_bases_not_a_classifiers(url):
     assert status == 400 and body["error"]["type"] == "wrong_task", body
     status, body = post(f"{url}/v1/embeddings", {"model": "base", "input": "x"})
     assert status == 200 and len(body["data"][0]["embedding"]) > 0, body
+
+
+def test_the_hugging_face_client_classifies_with_a_head_variant(url):
+    from huggingface_hub import InferenceClient
+
+    hf = InferenceClient(base_url=f"{url}/hf/models/h2")
+    status, body = _ask(url, "h2")
+    assert status == 200
+    want = body["results"][0]["scores"]
+    got = hf.text_classification(TEXTS[0])
+    assert [e.label for e in got] == sorted(want, key=lambda x: -want[x])
+    for e in got:  # int8 scales activations over the batch: alone, a text moves a little
+        assert e.score == pytest.approx(want[e.label], abs=1e-3)
+    assert len(hf.text_classification(TEXTS[0], top_k=1)) == 1
+    raw = {e.label: e.score for e in hf.text_classification(TEXTS[0], function_to_apply="none")}
+    logits = np.array([raw[x] for x in HEADS["h2"]])
+    soft = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    alone = {e.label: e.score for e in got}  # the same text alone: the same batch
+    np.testing.assert_allclose(soft, [alone[x] for x in HEADS["h2"]], atol=1e-6)
+    sig = {e.label: e.score for e in hf.text_classification(TEXTS[0], function_to_apply="sigmoid")}
+    assert sig == pytest.approx({k: 1 / (1 + np.exp(-v)) for k, v in raw.items()}, abs=1e-6)
