@@ -79,6 +79,17 @@ def _limits_in_schema(app: FastAPI, settings: Settings) -> None:
             for name in ("question", "context"):
                 models["QARequest"]["properties"][name].update(texts)
                 models["QAPair"]["properties"][name].update(texts)
+                models["QAInputs"]["properties"][name].update(texts)
+            for model, field in (("EmbeddingsRequest", "input"), ("HFRequest", "inputs")):
+                one, many = models[model]["properties"][field]["anyOf"][:2]
+                one.update(texts)
+                many.update(maxItems=settings.max_inputs)
+                many["items"].update(texts)
+            models["EmbeddingsRequest"]["properties"]["input"]["anyOf"][3].update(
+                maxItems=settings.max_inputs
+            )
+            candidates = models["HFParameters"]["properties"]["candidate_labels"]["anyOf"][0]
+            candidates["maxItems"] = settings.max_labels
         return app.openapi_schema or build()
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override

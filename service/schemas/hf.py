@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from service.schemas.fields import MAX_INPUTS, MAX_LABEL_CHARS, Label, Request, Text
+from service.schemas.fields import MAX_INPUTS, MAX_LABEL_CHARS, MIN_LABELS, Label, Request, Text
 from service.schemas.fields import MAX_LABELS as MAX_LABELS_CEILING
 
 
@@ -24,7 +24,15 @@ class HFParameters(Request):
     function_to_apply: Literal["softmax", "sigmoid", "none"] | None = None
     # zero-shot classification
     candidate_labels: (
-        Annotated[list[Label], Field(min_length=1, max_length=MAX_LABELS_CEILING)] | None
+        Annotated[
+            list[Label],
+            Field(
+                min_length=MIN_LABELS,
+                max_length=MAX_LABELS_CEILING,
+                json_schema_extra={"uniqueItems": True},
+            ),
+        ]
+        | None
     ) = None
     multi_label: bool | None = None
     hypothesis_template: (

@@ -195,7 +195,7 @@ def test_models_list_and_get(service_url):
     assert status == 200 and body["object"] == "list"
     (base,) = [m for m in body["data"] if m["id"] == "base"]
     assert base["task"] == "feature-extraction" and base["zero_shot"] is True
-    assert base["endpoints"] == ["text-classification", "extractive-qa"]
+    assert base["endpoints"] == ["text-classification", "extractive-qa", "embeddings"]
     assert base["precision"] in {"int8", "fp32"} and base["created_at"]
     status, one = get(f"{service_url}/v1/models/base")
     assert status == 200 and one == base
