@@ -110,6 +110,29 @@ def test_classification_trains_exports_and_matches_pytorch(home, cls_run):
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
+def test_a_classifier_scores_by_the_function_asked(home, cls_run):
+    """softmax (the default), sigmoid or the raw logits: what the Hugging Face client's
+    `function_to_apply` asks of a fine-tuned classifier."""
+    from service.inference.models import load_model
+    from service.inference.requests import ClassifyItem
+
+    model = load_model(artifacts.model_dir(home, "t-cls"))
+    texts = ["wonderful film", "dull tedious mess it was"]
+    soft, sig, raw = (
+        model.classify_many([ClassifyItem(texts, transform=t)])[0]
+        for t in ("softmax", "sigmoid", "none")
+    )
+    labels = model.manifest.labels
+    for s, g, r in zip(soft, sig, raw, strict=True):
+        logits = np.array([r["scores"][x] for x in labels])
+        e = np.exp(logits - logits.max())
+        np.testing.assert_allclose([s["scores"][x] for x in labels], e / e.sum(), atol=1e-9)
+        np.testing.assert_allclose(
+            [g["scores"][x] for x in labels], 1 / (1 + np.exp(-logits)), atol=1e-9
+        )
+        assert s["label"] == r["label"] == labels[int(logits.argmax())]
+
+
 def test_qa_trains_and_exports(home, qa_run):
     summary = qa_run
     losses = _losses(summary)
