@@ -36,6 +36,7 @@ from service.inference import session as inference_session
 from service.inference.batching import MAX_ITEM_TOKENS, Batcher, Pending, QueueFull
 from service.inference.heads import HeadCache, HeadStats
 from service.inference.models import LoadedModel, load_model
+from service.inference.requests import Refused
 from service.registry import BASE_MODEL_ID, Registry
 
 log = logging.getLogger("ray.serve")
@@ -161,7 +162,7 @@ class ModelServer:
 
     def _count_heads(self, base: str) -> None:
         """The head cache's counters since they were last reported, as metrics."""
-        now, was, tags = self.heads.stats, self._reported, {"model": base}
+        now, was, tags = self.heads.snapshot(), self._reported, {"model": base}
         for name in ("hits", "loads", "applied"):
             if getattr(now, name) > getattr(was, name):
                 getattr(self.metrics, f"head_{name}").inc(
@@ -169,7 +170,7 @@ class ModelServer:
                 )
         self.metrics.head_bytes.set(now.bytes)
         self.metrics.heads_loaded.set(now.heads)
-        self._reported = dataclasses.replace(now)
+        self._reported = now
 
     def _observe(self, model_id: str, endpoint: str, batch: list[Pending], n: int) -> None:
         tags = {"model": model_id, "endpoint": endpoint}
@@ -189,7 +190,7 @@ class ModelServer:
         return {
             "pid": os.getpid(),
             "loads": self._loads,
-            "heads": dataclasses.asdict(self.heads.stats),
+            "heads": dataclasses.asdict(self.heads.snapshot()),
             "rss_bytes": rss,
             "batches": self._batches,
             "recent": list(self._sizes),
@@ -229,7 +230,7 @@ class ModelClient:
             )
         try:
             call = sender.submit(model_id, (request, tokens), tokens)
-            return await asyncio.wait_for(call, self.timeout_s)
+            result = await asyncio.wait_for(call, self.timeout_s)
         except TimeoutError:
             raise ModelUnavailable(
                 f"model {model_id!r} did not answer within {self.timeout_s:.0f} s "
@@ -242,6 +243,9 @@ class ModelClient:
                 retry_after_s=1.0,
                 param="model",
             ) from None
+        if isinstance(result, Refused):
+            raise result.error()
+        return result
 
     async def ready(self, model_id: str) -> bool:
         try:

@@ -10,6 +10,7 @@ the one it was trained on is refused, naming it.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -31,6 +32,7 @@ class LoadedHead:
     labels: list[str]
     head: Head
     created_at: datetime  # of its manifest: a head replaced under the same id is reloaded
+    base_sha256: str  # of the base graph it was checked against: another base is checked again
 
     @property
     def nbytes(self) -> int:
@@ -63,7 +65,11 @@ class HeadCache:
         folder, manifest = self.find(head_id)  # a stat: the registry caches by mtime
         with self._lock:
             cached = self._heads.get(head_id)
-            if cached is not None and cached.created_at == manifest.created_at:
+            if (
+                cached is not None
+                and cached.created_at == manifest.created_at
+                and cached.base_sha256 == base_sha256
+            ):
                 self._heads.move_to_end(head_id)
                 self.stats.hits += 1
                 return cached
@@ -78,6 +84,11 @@ class HeadCache:
     def count_applied(self, n: int) -> None:
         with self._lock:
             self.stats.applied += n
+
+    def snapshot(self) -> HeadStats:
+        """The stats as they are now (a copy, taken under the lock)."""
+        with self._lock:
+            return dataclasses.replace(self.stats)
 
     def _evict(self) -> None:
         total = sum(h.nbytes for h in self._heads.values())
@@ -101,4 +112,4 @@ def _load(
     head = Head.load(folder / manifest.files.get("head", HEAD_FILE))
     if head.weight.shape != (len(manifest.labels), base.hidden_size or head.weight.shape[1]):
         raise Conflict(f"model {head_id!r}: its head does not fit its base", param="model")
-    return LoadedHead(head_id, list(manifest.labels), head, manifest.created_at)
+    return LoadedHead(head_id, list(manifest.labels), head, manifest.created_at, base_sha256)

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from service.errors import InvalidRequest
-from service.inference import postprocess
-from service.inference.heads import HeadCache
-from service.inference.requests import ClassifyItem, EmbedItem, QAItem
+from service.errors import InvalidRequest, ServiceError
+from service.inference import embeddings, postprocess
+from service.inference.heads import HeadCache, LoadedHead
+from service.inference.requests import ClassifyItem, EmbedItem, QAItem, Refused
 from service.inference.session import Session, timings
 from training import artifacts
 from training.artifacts import ZERO_SHOT_TEMPLATE
@@ -48,17 +48,20 @@ class LoadedModel:
         self.manifest = session.manifest
 
     def classify(self, texts: Sequence[str], labels=None, template=None) -> list[dict]:
-        return self.classify_many([ClassifyItem(list(texts), labels, template)])[0]
+        (result,) = self.classify_many([ClassifyItem(list(texts), labels, template)])
+        if isinstance(result, Refused):
+            raise result.error()
+        return result
 
     def classify_many(
         self, requests: Sequence[ClassifyItem], heads: HeadCache | None = None
-    ) -> list[list]:
+    ) -> list[list | Refused]:
         raise NotImplementedError(f"{self.manifest.task} models do not classify")
 
     def answer(self, pairs: Sequence[tuple[str, str]]) -> list[dict]:
         raise NotImplementedError(f"{self.manifest.task} models do not answer questions")
 
-    def embed_many(self, requests: Sequence[EmbedItem]) -> list[dict]:
+    def embed_many(self, requests: Sequence[EmbedItem]) -> list[dict | Refused]:
         raise NotImplementedError(f"{self.manifest.task} models do not serve embeddings")
 
     def answer_many(self, requests: Sequence[QAItem]) -> list[list[dict]]:
@@ -80,45 +83,39 @@ class EncoderModel(LoadedModel):
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         return self.session.run(self.session.encode(texts))
 
-    def embed_many(self, requests: Sequence[EmbedItem]) -> list[dict]:
-        """/v1/embeddings: one ONNX pass over every request's inputs; per request its unit
-        vectors (shortened to `dimensions` and scaled back to unit length) and its tokens."""
-        texts = [self._text(x, i) for item in requests for i, x in enumerate(item.inputs)]
-        encodings = self.session.encode(texts)
-        vectors = self.session.run(encodings).astype(np.float32)
-        out, at = [], 0
+    def embed_many(self, requests: Sequence[EmbedItem]) -> list[dict | Refused]:
+        """/v1/embeddings: one ONNX pass over the inputs of every request it does not refuse;
+        per request its unit vectors (shortened to `dimensions` and scaled back to unit
+        length) and its tokens."""
+        texts: list[list[str]] = []
+        out: list[dict | Refused] = []
         for item in requests:
-            n = len(item.inputs)
-            rows, at = vectors[at : at + n], at + n
-            size = rows.shape[1]
-            if item.dimensions is not None and item.dimensions > size:
-                raise InvalidRequest(
-                    f"dimensions: model {self.manifest.id!r} makes vectors of {size}; ask for "
-                    f"at most {size}",
-                    param="dimensions",
+            try:
+                texts.append(embeddings.input_texts(item, self.session.tokenizer, self.manifest))
+                out.append({})
+            except ServiceError as exc:
+                texts.append([])
+                out.append(Refused.of(exc))
+        flat = [t for ts in texts for t in ts]
+        encodings = self.session.encode(flat) if flat else []
+        vectors = self.session.run(encodings).astype(np.float32) if flat else None
+        at = 0
+        for i, (item, ts) in enumerate(zip(requests, texts, strict=True)):
+            if isinstance(out[i], Refused):
+                continue
+            assert vectors is not None
+            rows = vectors[at : at + len(ts)]
+            at += len(ts)
+            if item.dimensions is not None and item.dimensions > rows.shape[1]:
+                size = rows.shape[1]  # a manifest without its hidden size
+                out[i] = Refused.of(
+                    InvalidRequest(f"dimensions: at most {size}", param="dimensions")
                 )
-            if item.dimensions is not None and item.dimensions < size:
-                rows = rows[:, : item.dimensions]
-                norms = np.linalg.norm(rows, axis=1, keepdims=True)
-                rows = rows / np.maximum(norms, 1e-12)
-            tokens = sum(len(e.ids) for e in encodings[at - n : at])
-            out.append({"vectors": np.ascontiguousarray(rows, dtype=np.float32), "tokens": tokens})
+                continue
+            rows = embeddings.shortened(rows, item.dimensions)
+            tokens = sum(len(e.ids) for e in encodings[at - len(ts) : at])
+            out[i] = {"vectors": np.ascontiguousarray(rows, dtype=np.float32), "tokens": tokens}
         return out
-
-    def _text(self, x: str | list[int], index: int) -> str:
-        """A text as is; token ids decoded with this model's tokenizer (refused, naming the
-        input, when one is outside its vocabulary)."""
-        if isinstance(x, str):
-            return x
-        vocab = self.session.tokenizer.get_vocab_size()
-        bad = next((t for t in x if t >= vocab), None)
-        if bad is not None:
-            raise InvalidRequest(
-                f"input[{index}]: token id {bad} is outside model {self.manifest.id!r}'s "
-                f"vocabulary of {vocab}; token ids are this model's tokenizer's, not OpenAI's",
-                param="input",
-            )
-        return self.session.tokenizer.decode(x, skip_special_tokens=True)
 
     def _label_embeddings(self, labels: Sequence[str]) -> np.ndarray:
         missing = [x for x in dict.fromkeys(labels) if x not in self._label_cache]
@@ -138,30 +135,47 @@ class EncoderModel(LoadedModel):
 
     def classify_many(
         self, requests: Sequence[ClassifyItem], heads: HeadCache | None = None
-    ) -> list[list]:
+    ) -> list[list | Refused]:
         """One ONNX pass embeds the texts of every request; then each request is answered
         zero-shot (each text against each of its labels put into its template, "{}" being
-        the label) or, for the head variants it names in `outputs`, by their heads."""
-        emb = self.embed([t for item in requests for t in item.texts])
-        out: list[list] = []
+        the label) or, for the head variants it names in `outputs`, by their heads. The heads
+        are found first: a request with one that cannot serve is refused, and its texts are
+        not embedded."""
+        found: list[dict[str, LoadedHead] | Refused] = [self._heads_of(r, heads) for r in requests]
+        live = [r for r, f in zip(requests, found, strict=True) if not isinstance(f, Refused)]
+        emb = self.embed([t for item in live for t in item.texts]) if live else None
+        out: list[list | Refused] = []
         at = 0
-        for item in requests:
+        for item, loaded in zip(requests, found, strict=True):
+            if isinstance(loaded, Refused):
+                out.append(loaded)
+                continue
+            assert emb is not None
             rows = emb[at : at + len(item.texts)]
             at += len(item.texts)
             if item.outputs is None:
                 out.append(self._zero_shot(rows, item))
                 continue
-            if heads is None and any(o is not None for o in item.outputs):
-                raise ValueError("head variants need the replica's head cache")
             out.append(
                 [
                     self._zero_shot(rows, item)
                     if o is None
-                    else self._head(rows, o, heads, item.transform)
+                    else self._head(rows, loaded[o], heads, item.transform)
                     for o in item.outputs
                 ]
             )
         return out
+
+    def _heads_of(
+        self, item: ClassifyItem, heads: HeadCache | None
+    ) -> dict[str, LoadedHead] | Refused:
+        wanted = [o for o in item.outputs or [] if o is not None]
+        if wanted and heads is None:
+            raise ValueError("head variants need the replica's head cache")
+        try:
+            return {o: heads.get(o, self.manifest, self.graph_sha256) for o in wanted}  # type: ignore[union-attr]  # checked above
+        except ServiceError as exc:
+            return Refused.of(exc)
 
     def _zero_shot(self, rows: np.ndarray, item: ClassifyItem) -> list[dict]:
         labels = item.labels or []
@@ -169,8 +183,7 @@ class EncoderModel(LoadedModel):
         probs = postprocess.zero_shot_scores(rows, self._label_embeddings(hypotheses))
         return postprocess.classification_results(probs, labels)
 
-    def _head(self, rows: np.ndarray, head_id: str, heads, transform: str) -> list[dict]:
-        loaded = heads.get(head_id, self.manifest, self.graph_sha256)
+    def _head(self, rows: np.ndarray, loaded: LoadedHead, heads, transform: str) -> list[dict]:
         heads.count_applied(1)
         probs = postprocess.scores(loaded.head.logits(rows), transform)
         return postprocess.classification_results(probs, loaded.labels)
@@ -195,9 +208,10 @@ class ClassifierModel(LoadedModel):
 
     def classify_many(
         self, requests: Sequence[ClassifyItem], heads: HeadCache | None = None
-    ) -> list[list]:
+    ) -> list[list | Refused]:
         logits = self.session.run(self.session.encode([t for r in requests for t in r.texts]))
-        out, at = [], 0
+        out: list[list | Refused] = []
+        at = 0
         for r in requests:
             probs = postprocess.scores(logits[at : at + len(r.texts)], r.transform)
             out.append(postprocess.classification_results(probs, self.manifest.labels))

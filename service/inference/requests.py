@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from service.errors import ServiceError
+
 
 class ClassifyItem(NamedTuple):
     """One classification request."""
@@ -27,3 +29,23 @@ class EmbedItem(NamedTuple):
 
     inputs: list[str | list[int]]
     dimensions: int | None = None
+
+
+class Refused(NamedTuple):
+    """A request the replica refused (a stale head, `dimensions` beyond the model), returned
+    as its result rather than raised: a raise fails the whole batch, which then runs again
+    call by call, so one careless request would cost everyone in its batch a pass."""
+
+    status: int
+    type: str
+    message: str
+    param: str | None
+
+    @classmethod
+    def of(cls, exc: ServiceError) -> Refused:
+        return cls(exc.status, exc.type, exc.message, exc.param)
+
+    def error(self) -> ServiceError:
+        exc = ServiceError(self.message, param=self.param)
+        exc.status, exc.type = self.status, self.type  # as the replica had it
+        return exc

@@ -11,10 +11,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from service.api.deps import Caller, Ctx, limit_texts, resolved
-from service.errors import LimitExceeded
+from service.errors import InvalidRequest, LimitExceeded
 from service.inference.batching import MAX_ITEM_TOKENS, approx_tokens
 from service.inference.requests import EmbedItem
-from service.registry import check_endpoint
+from service.registry import ResolvedModel, check_endpoint
 from service.schemas.embeddings import EmbeddingsRequest, EmbeddingsResponse
 
 router = APIRouter(tags=["inference"])
@@ -30,6 +30,16 @@ def _inputs(body: EmbeddingsRequest) -> list[str | list[int]]:
     return list(x)  # type: ignore[arg-type]  # texts, or token-id inputs
 
 
+def check_dimensions(model: ResolvedModel, dimensions: int | None) -> None:
+    """Refused here when the manifest says the size (the replica checks again otherwise)."""
+    size = model.manifest.hidden_size
+    if dimensions is not None and size and dimensions > size:
+        raise InvalidRequest(
+            f"dimensions: model {model.id!r} makes vectors of {size}; ask for at most {size}",
+            param="dimensions",
+        )
+
+
 @router.post("/v1/embeddings", response_model=EmbeddingsResponse)
 async def embeddings(ctx: Ctx, who: Caller, request: Request, body: EmbeddingsRequest):
     """Sentence embeddings (mean-pooled, unit length): the vectors the encoder uses for
@@ -37,6 +47,7 @@ async def embeddings(ctx: Ctx, who: Caller, request: Request, body: EmbeddingsRe
     model = await ctx.tenancy.resolve(who, body.model)
     resolved(request, body.model)
     check_endpoint(model, "embeddings")
+    check_dimensions(model, body.dimensions)
     inputs = _inputs(body)
     limit_texts(ctx.settings, [x for x in inputs if isinstance(x, str)], "input")
     if len(inputs) > ctx.settings.max_inputs:

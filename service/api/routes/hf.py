@@ -20,6 +20,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 
 from service.api.deps import Caller, Context, Ctx, limit_texts, resolved
+from service.api.routes.embeddings import check_dimensions
 from service.errors import InvalidRequest, LimitExceeded, WrongTask
 from service.inference.batching import approx_tokens
 from service.inference.requests import ClassifyItem, EmbedItem
@@ -62,7 +63,7 @@ async def hf_inference(
     if p.candidate_labels is not None:
         return await _zero_shot(ctx, model, texts, p, single=isinstance(body.inputs, str))
     if not model.zero_shot:
-        if p.targets is not None or any(MASK in t for t in texts):
+        if p.targets is not None:
             raise WrongTask(f"fill-mask is for encoders; {model_id!r} is not one", param="model")
         return await _text_classification(ctx, model, texts, p)
     if body.parameters is None:  # feature extraction sends its parameters at the root
@@ -154,6 +155,7 @@ async def _feature_extraction(ctx: Context, model: ResolvedModel, texts, body: H
         if why:
             raise InvalidRequest(f"{name}: not served ({why})", param=name)
     check_endpoint(model, "embeddings")
+    check_dimensions(model, body.dimensions)
     assert ctx.models is not None
     item = EmbedItem(cast(list[str | list[int]], texts), body.dimensions)
     out = cast(dict, await ctx.models.call(model.id, "embed", item, approx_tokens(texts)))

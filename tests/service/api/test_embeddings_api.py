@@ -85,3 +85,16 @@ def test_bad_requests_get_a_clear_error(service_url, body, status, param):
     assert set(err) == {"error"} and err["error"]["message"]
     if param:
         assert err["error"]["param"].startswith(param), err
+
+
+def test_a_refused_request_leaves_its_batch_answered(direct):
+    """Refused as its own answer, not raised: the batch's pass serves the others."""
+    from service.inference.requests import EmbedItem, Refused
+
+    model, want = direct
+    ok, bad, short = model.embed_many(
+        [EmbedItem(TEXTS), EmbedItem([[10**7]]), EmbedItem(TEXTS[:1], dimensions=4)]
+    )
+    assert isinstance(bad, Refused) and bad.status == 400 and bad.param == "input"
+    np.testing.assert_allclose(ok["vectors"], want, atol=OTHER_BATCH)
+    assert short["vectors"].shape == (1, 4)

@@ -9,7 +9,7 @@ import pytest
 from service.errors import Conflict
 from service.inference.heads import HeadCache
 from service.inference.models import EncoderModel, load_model
-from service.inference.requests import ClassifyItem
+from service.inference.requests import ClassifyItem, Refused
 from service.inference.session import Session
 from service.registry import Registry
 from training import artifacts
@@ -97,10 +97,21 @@ def test_the_cache_is_bounded_by_count_and_bytes_and_reloads_a_replaced_head(hom
     }
 
 
-def test_a_head_whose_base_changed_is_refused_naming_it(home):
+def test_a_head_whose_base_changed_is_refused_naming_it_and_alone(home):
+    """Refused as that request's answer, not raised: the other requests of its batch are
+    answered from the same pass. A cached head is checked again against another base."""
     _head(home, "old", ["a", "b"], 1, base_sha256="0" * 64)
-    with pytest.raises(Conflict, match="'old' is a head trained on another version of its base"):
-        _encoder(home).classify_many([ClassifyItem(TEXTS, None, None, ["old"])], heads=_cache(home))
+    _head(home, "ok", ["a", "b"], 2)
+    encoder, cache = _encoder(home), _cache(home)
+    stale, fine = encoder.classify_many(
+        [ClassifyItem(TEXTS, None, None, ["old"]), ClassifyItem(TEXTS, None, None, ["ok"])],
+        heads=cache,
+    )
+    assert isinstance(stale, Refused) and stale.status == 409
+    assert "'old' is a head trained on another version of its base" in stale.message
+    assert isinstance(fine, list) and len(fine[0]) == len(TEXTS)
+    with pytest.raises(Conflict, match="another version of its base"):
+        cache.get("ok", encoder.manifest, "1" * 64)  # cached, but checked against this base
 
 
 def test_a_head_variant_is_not_loaded_as_a_model_of_its_own(home):
