@@ -54,8 +54,8 @@ ScratchSize = Literal["tiny", "mini", "small", "medium", "base"]
 
 QA_DEFAULTS = {"max_seq_length": 384, "doc_stride": 128}
 # "auto" picks the head method below this many training rows a class (rows / labels):
-# bench/learning_curve.py measures where full fine-tuning starts to win
-HEAD_BELOW_ROWS_PER_CLASS = 256
+# bench/learning_curve.py measures where full fine-tuning starts to win on every set (128)
+HEAD_BELOW_ROWS_PER_CLASS = 128
 
 
 # "auto" epochs: enough passes to see about this many examples, within [1, 10] (early stopping
