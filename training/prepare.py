@@ -189,7 +189,6 @@ def _prepare_into(spec: Spec, home: Path, staging: Path, train, val) -> dict:
         if isinstance(train, data.ClassificationData)
         else len(train),
         "train_items": len(prepared["train"]),
-        "eval_items": len(prepared["eval"]),
         "dataset_sha256": data.file_sha256(spec.train_file),
         "spec": trained_part(spec),
         "baseline": zero_shot_baseline(spec, home, val, labels),

@@ -4,7 +4,6 @@ classification run by the head method takes its own short path (training/head_ru
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
@@ -19,7 +18,6 @@ from training.checkpoints import HF_DIR, history
 from training.config import FinetuneSpec, PretrainSpec, pick_method
 from training.data import read_classification
 from training.export import export_encoder, export_finetuned
-from training.heads import MARGIN_ROWS
 from training.loop import fit
 from training.prepare import prepare
 from training.tasks import load_tokenizer, make_task, task_class
@@ -54,19 +52,18 @@ def run(
     best, best_metrics = _best(result, cls.metric, cls.mode)
     with result.checkpoint.as_directory() as d:
         evaluations = history(Path(d))
-    start = _keep_start(spec, info, evaluations, best_metrics, cls.metric)
-    if start is not None:
-        best_metrics = start
     summary = {
         "run_id": spec.run_id,
         "metrics": best_metrics,
         "final": result.metrics,
-        "checkpoint": "start" if start is not None else best.path,
+        "checkpoint": best.path,
         "history": evaluations,
     }
     if spec.export:
-        with _exported_weights(best, inputs, start is not None) as d:
-            manifest = export_run(spec, home, inputs, d, info, best_metrics, replace=replace_model)
+        with best.as_directory() as d:
+            manifest = export_run(
+                spec, home, inputs, Path(d), info, best_metrics, replace=replace_model
+            )
         summary.update(model=manifest.id, precision=manifest.precision, parity=manifest.parity)
     events.emit(
         events.Result(
@@ -115,40 +112,6 @@ def _best(result, metric: str, mode: str):
         key=lambda cm: (sign * cm[1][metric], cm[1]["step"]),
     )
     return ranked[-1]
-
-
-def _keep_start(spec: Spec, info: dict, evaluations: list[dict], best: dict, metric: str):
-    """A classifier's start (its step-0 evaluation: zero-shot quality) when training did not
-    classify more than MARGIN_ROWS more validation rows right than it: on a validation set of
-    a few rows the "best" checkpoint is mostly the luckiest, and the start is known to be as
-    good as `base` (the head method keeps its start by the same rule). None: keep the best."""
-    rows = info.get("eval_items")
-    first = next((e for e in evaluations if e.get("step") == 0), None)
-    if spec.task != "text-classification" or not rows or first is None or best["step"] == 0:
-        return None
-    gained = (best[metric] - first[metric]) * rows
-    if gained > MARGIN_ROWS + 1e-9:
-        return None
-    events.emit(
-        events.Message(
-            message=f"training classified {gained:.0f} more of {rows} validation rows right "
-            f"than its zero-shot start (step {best['step']}); the start is kept"
-        )
-    )
-    return first
-
-
-@contextlib.contextmanager
-def _exported_weights(best, inputs: Path, start: bool):
-    """The folder export reads (its hf/): the best checkpoint's, or the start's (the prepared
-    encoder, whose head the task starts at zero-shot)."""
-    if not start:
-        with best.as_directory() as d:
-            yield Path(d)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / HF_DIR).symlink_to(inputs / "init", target_is_directory=True)
-        yield Path(tmp)
 
 
 # what a run's metrics record besides the validation scores
