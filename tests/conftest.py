@@ -284,3 +284,13 @@ def wait_for_metric(
         assert time.monotonic() < deadline, f"{name}{tags} = {value}, not {at_least}"
         time.sleep(1)
     return value
+
+
+@pytest.fixture
+def hf_client_online(monkeypatch):
+    """The Makefile sets HF_HUB_OFFLINE so that nothing downloads; huggingface_hub's offline
+    switch then refuses every request, to a URL on 127.0.0.1 too. Lifted for a test whose
+    InferenceClient calls only the service here (its model is our URL: nothing asks the Hub)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)

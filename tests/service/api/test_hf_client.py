@@ -17,6 +17,11 @@ CONTEXT = (
 LABELS = ["sports", "politics", "cooking"]
 
 
+@pytest.fixture(autouse=True)
+def _online(hf_client_online):
+    pass
+
+
 @pytest.fixture(scope="module")
 def hf(service_url):
     return InferenceClient(base_url=f"{service_url}/hf/models/base")

@@ -121,7 +121,7 @@ def test_embeddings_are_the_bases_not_a_classifiers(url):
     assert status == 200 and len(body["data"][0]["embedding"]) > 0, body
 
 
-def test_the_hugging_face_client_classifies_with_a_head_variant(url):
+def test_the_hugging_face_client_classifies_with_a_head_variant(url, hf_client_online):
     from huggingface_hub import InferenceClient
 
     hf = InferenceClient(base_url=f"{url}/hf/models/h2")
