@@ -4,7 +4,10 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
+
 from service.files import UploadLimits
+from training import artifacts
 from training.data import Limits
 
 POSITIVE = ["wonderful", "loved", "happy", "great", "minute"]
@@ -81,3 +84,26 @@ def copy_model(store: Path, src_id: str, new_id: str, *, link: bool) -> Path:
 
 # what the tests' uploads may be: a megabyte, read with the service's default line limit
 UPLOAD_LIMITS = UploadLimits(max_bytes=10**6, data=Limits(2**30, 1_000_000))
+
+
+def write_head_variant(home: Path, head_id: str, labels: list[str], seed: int, **manifest):
+    """A head-only variant of `home`'s `base` with a random head, written as a head job writes
+    it, checked against base's graph unless `base_sha256` says otherwise; returns its Head."""
+    from service.inference.models import EncoderModel
+    from service.inference.session import Session
+    from training.head_run import write_head
+    from training.heads import Head
+
+    folder = artifacts.model_dir(home, "base")
+    base = artifacts.read_manifest(folder)
+    rng = np.random.default_rng(seed)
+    head = Head(rng.normal(size=(len(labels), base.hidden_size)).astype(np.float32),
+                rng.normal(size=len(labels)).astype(np.float32))  # fmt: skip
+    if "base_sha256" not in manifest:
+        manifest["base_sha256"] = EncoderModel(Session(folder, base)).graph_sha256
+    written = artifacts.Manifest(
+        id=head_id, task="text-classification", method="head", base="base", labels=labels,
+        files={"head": artifacts.HEAD_FILE}, **manifest,
+    )  # fmt: skip
+    write_head(home, written, head, replace=True)
+    return head

@@ -67,7 +67,7 @@ class ModelServer:
         self._batches = 0  # batches run (monotonic)
         self._loads = 0  # model loads: more than the models used means the LRU evicted some
         self.metrics = ReplicaMetrics()
-        self.heads = HeadCache(self._find_head, max_heads=max_heads, max_bytes=max_head_bytes)
+        self.heads = HeadCache(self.registry.resolve, max_heads=max_heads, max_bytes=max_head_bytes)
         self._reported = HeadStats()  # what the metrics have counted of self.heads.stats
         self._batcher = Batcher(
             self._run_batch, max_tokens=max(batch_tokens, MAX_ITEM_TOKENS), wait_s=batch_wait_s
@@ -96,10 +96,6 @@ class ModelServer:
             threads=self.threads,
             max_batch_tokens=self.max_batch_tokens,
         )
-
-    def _find_head(self, head_id: str):
-        resolved = self.registry.resolve(head_id)
-        return resolved.folder, resolved.manifest
 
     async def ready(self) -> bool:
         """Load the request's model (the base, from /readyz) and say it is ready."""

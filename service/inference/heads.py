@@ -17,13 +17,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from service.errors import Conflict, WrongTask
 from training.artifacts import HEAD_FILE, Manifest
 from training.heads import Head
 
-# a head variant's stored id -> its folder and manifest (the replica's registry)
-FindHead = Callable[[str], tuple[Path, Manifest]]
+
+class Found(Protocol):
+    """A model found in the store (the registry's ResolvedModel)."""
+
+    @property
+    def folder(self) -> Path: ...
+
+    @property
+    def manifest(self) -> Manifest: ...
+
+
+# a head variant's stored id -> where it is and its manifest (the replica's Registry.resolve)
+FindHead = Callable[[str], Found]
 
 
 @dataclass(frozen=True)
@@ -62,7 +74,8 @@ class HeadCache:
 
     def get(self, head_id: str, base: Manifest, base_sha256: str) -> LoadedHead:
         """The head of variant `head_id`, checked against the base about to run it."""
-        folder, manifest = self.find(head_id)  # a stat: the registry caches by mtime
+        found = self.find(head_id)  # a stat: the registry caches by mtime
+        folder, manifest = found.folder, found.manifest
         with self._lock:
             cached = self._heads.get(head_id)
             if (

@@ -7,12 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from conftest import app_on_session, get, post, replica_stats, wait_for_metric
+from testdata import write_head_variant
 
-from service.inference.models import EncoderModel
-from service.inference.session import Session
 from training import artifacts
-from training.head_run import write_head
-from training.heads import Head
 
 TEXTS = ["the film was wonderful", "a dull tedious mess"]
 HEADS = {"h1": ["a", "b"], "h2": ["x", "y", "z"], "h3": ["p", "q"]}
@@ -22,23 +19,9 @@ PASSES = "ray_tuneserve_encoder_passes_total"
 
 
 def _write_heads(home) -> None:
-    folder = artifacts.model_dir(home, "base")
-    base = artifacts.read_manifest(folder)
-    sha = EncoderModel(Session(folder, base)).graph_sha256
     for seed, (head_id, labels) in enumerate(HEADS.items()):
-        rng = np.random.default_rng(seed)
-        head = Head(rng.normal(size=(len(labels), base.hidden_size)).astype(np.float32),
-                    np.zeros(len(labels), dtype=np.float32))  # fmt: skip
-        manifest = artifacts.Manifest(
-            id=head_id, task="text-classification", method="head", base="base", labels=labels,
-            base_sha256=sha, files={"head": "head.npz"},
-        )  # fmt: skip
-        write_head(home, manifest, head, replace=True)
-    stale = artifacts.Manifest(
-        id="stale", task="text-classification", method="head", base="base", labels=["a", "b"],
-        base_sha256="0" * 64, files={"head": "head.npz"},
-    )  # fmt: skip
-    write_head(home, stale, Head(np.zeros((2, base.hidden_size)), np.zeros(2)), replace=True)
+        write_head_variant(home, head_id, labels, seed)
+    write_head_variant(home, "stale", ["a", "b"], 9, base_sha256="0" * 64)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
+from testdata import write_head_variant
 
 from service.errors import Conflict
 from service.inference.heads import HeadCache
@@ -13,8 +14,6 @@ from service.inference.requests import ClassifyItem, Refused
 from service.inference.session import Session
 from service.registry import Registry
 from training import artifacts
-from training.head_run import write_head
-from training.heads import Head
 
 TEXTS = ["the film was wonderful", "a dull tedious mess", "where is the eiffel tower"]
 
@@ -31,33 +30,13 @@ def _encoder(home) -> EncoderModel:
     return EncoderModel(Session(folder, artifacts.read_manifest(folder)))
 
 
-def _head(home, head_id: str, labels: list[str], seed: int, **manifest) -> Head:
-    base = artifacts.read_manifest(artifacts.model_dir(home, "base"))
-    rng = np.random.default_rng(seed)
-    head = Head(rng.normal(size=(len(labels), base.hidden_size)).astype(np.float32),
-                rng.normal(size=len(labels)).astype(np.float32))  # fmt: skip
-    fields = {"base_sha256": _encoder(home).graph_sha256, **manifest}
-    written = artifacts.Manifest(
-        id=head_id, task="text-classification", method="head", base="base", labels=labels,
-        files={"head": "head.npz"}, **fields,
-    )  # fmt: skip
-    write_head(home, written, head, replace=True)
-    return head
-
-
 def _cache(home, **limits) -> HeadCache:
-    registry = Registry(home)
-
-    def find(head_id):
-        r = registry.resolve(head_id)
-        return r.folder, r.manifest
-
-    return HeadCache(find, **limits)
+    return HeadCache(Registry(home).resolve, **limits)
 
 
 def test_heads_and_zero_shot_are_answered_from_one_encoder_pass(home):
-    h1 = _head(home, "h1", ["a", "b"], 1)
-    _head(home, "h2", ["x", "y", "z"], 2)
+    h1 = write_head_variant(home, "h1", ["a", "b"], 1)
+    write_head_variant(home, "h2", ["x", "y", "z"], 2)
     encoder, cache = _encoder(home), _cache(home)
     item = ClassifyItem(TEXTS, ["happy", "sad"], None, ["h1", None, "h2"])
     (answers,) = encoder.classify_many([item], heads=cache)
@@ -76,7 +55,7 @@ def test_heads_and_zero_shot_are_answered_from_one_encoder_pass(home):
 
 def test_the_cache_is_bounded_by_count_and_bytes_and_reloads_a_replaced_head(home):
     for i in range(5):
-        _head(home, f"h{i}", ["a", "b"], i)
+        write_head_variant(home, f"h{i}", ["a", "b"], i)
     encoder = _encoder(home)
     cache = _cache(home, max_heads=3)
     for i in range(5):
@@ -89,7 +68,7 @@ def test_the_cache_is_bounded_by_count_and_bytes_and_reloads_a_replaced_head(hom
     assert small.stats.heads == 2 and small.stats.bytes == 2 * one
     # the same id, trained again: the new head answers
     before = encoder.classify_many([ClassifyItem(TEXTS, None, None, ["h4"])], heads=small)
-    _head(home, "h4", ["c", "d"], 99)
+    write_head_variant(home, "h4", ["c", "d"], 99)
     after = encoder.classify_many([ClassifyItem(TEXTS, None, None, ["h4"])], heads=small)
     assert set(before[0][0][0]["scores"]) == {"a", "b"} and set(after[0][0][0]["scores"]) == {
         "c",
@@ -100,8 +79,8 @@ def test_the_cache_is_bounded_by_count_and_bytes_and_reloads_a_replaced_head(hom
 def test_a_head_whose_base_changed_is_refused_naming_it_and_alone(home):
     """Refused as that request's answer, not raised: the other requests of its batch are
     answered from the same pass. A cached head is checked again against another base."""
-    _head(home, "old", ["a", "b"], 1, base_sha256="0" * 64)
-    _head(home, "ok", ["a", "b"], 2)
+    write_head_variant(home, "old", ["a", "b"], 1, base_sha256="0" * 64)
+    write_head_variant(home, "ok", ["a", "b"], 2)
     encoder, cache = _encoder(home), _cache(home)
     stale, fine = encoder.classify_many(
         [ClassifyItem(TEXTS, None, None, ["old"]), ClassifyItem(TEXTS, None, None, ["ok"])],
@@ -115,6 +94,6 @@ def test_a_head_whose_base_changed_is_refused_naming_it_and_alone(home):
 
 
 def test_a_head_variant_is_not_loaded_as_a_model_of_its_own(home):
-    _head(home, "h", ["a", "b"], 1)
+    write_head_variant(home, "h", ["a", "b"], 1)
     with pytest.raises(ValueError, match="served through its base"):
         load_model(artifacts.model_dir(home, "h"))
