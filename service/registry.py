@@ -21,7 +21,7 @@ BASE_MODEL_ID = "base"
 # Which endpoints a model's head serves. An encoder serves both tasks zero-shot, and its
 # sentence embeddings.
 ENDPOINTS: dict[str, list[str]] = {
-    "feature-extraction": ["text-classification", "extractive-qa", "embeddings"],
+    "feature-extraction": ["text-classification", "extractive-qa", "embeddings", "fill-mask"],
     "text-classification": ["text-classification"],
     "extractive-qa": ["extractive-qa"],
 }
@@ -112,6 +112,13 @@ def check_endpoint(model: ResolvedModel, endpoint: str, labels: list[str] | None
         raise WrongTask(
             f"model {model.id!r} is a {task} model and cannot serve {endpoint}; use a model "
             f"whose task is {endpoint}",
+            param="model",
+        )
+    if endpoint == "fill-mask" and not model.manifest.fill_mask:
+        raise WrongTask(
+            f"model {model.id!r} has no masked-LM head: it was exported as a sentence encoder "
+            "only (the bundled all-MiniLM-L6-v2 ships without one). A pretraining job's "
+            "encoder keeps its head and fills masks",
             param="model",
         )
     if endpoint != "text-classification":

@@ -107,3 +107,19 @@ def write_head_variant(home: Path, head_id: str, labels: list[str], seed: int, *
     )  # fmt: skip
     write_head(home, written, head, replace=True)
     return head
+
+
+def write_fill_mask_encoder(home: Path, model_id: str, hf_dir: Path, seed: int = 0):
+    """`hf_dir`'s encoder with a masked-LM head (random, seeded) exported into `home` as a
+    pretraining run exports it: an encoder that also fills masks. Returns the PyTorch model."""
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    from training.export import export_encoder
+    from training.fill_mask_graph import export_fill_mask
+
+    torch.manual_seed(seed)
+    mlm = AutoModelForMaskedLM.from_pretrained(str(hf_dir), attn_implementation="eager").eval()
+    export_encoder(hf_dir, home, model_id, max_seq_length=64, replace=True,
+                   extra=lambda out, tok: export_fill_mask(mlm, out, tok, 64))  # fmt: skip
+    return mlm

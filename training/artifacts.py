@@ -72,6 +72,10 @@ class ParityReport(BaseModel):
     min_cosine: dict[str, float] = Field(default_factory=dict)
     # a fine-tuned model: its validation metric through each graph (accuracy or F1, percent)
     validation_metric: dict[str, float] = Field(default_factory=dict)
+    # an encoder with a masked-LM head (training/fill_mask_graph.py): the share of masked
+    # positions whose top token matches PyTorch's, and the largest logit difference
+    fill_mask_top1: dict[str, float] = Field(default_factory=dict)
+    fill_mask_max_abs_diff: dict[str, float] = Field(default_factory=dict)
 
 
 class Manifest(BaseModel):
@@ -103,6 +107,11 @@ class Manifest(BaseModel):
     @property
     def head_only(self) -> bool:
         return self.method == "head"
+
+    @property
+    def fill_mask(self) -> bool:
+        """An encoder that kept its masked-LM head (a pretraining job's) fills masks."""
+        return "onnx_fill_mask" in self.files
 
     def onnx_file(self, precision: Precision | None = None) -> str:
         """The relative path of the ONNX graph for `precision` (default: the one to serve)."""

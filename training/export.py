@@ -99,12 +99,19 @@ def load_encoder(hf_dir: str | Path) -> PreTrainedModel:
     return model
 
 
-def to_onnx(module: torch.nn.Module, path: Path, output_names: list[str]) -> Path:
-    """TorchScript-export `module` with dynamic batch and sequence axes."""
+def to_onnx(
+    module: torch.nn.Module,
+    path: Path,
+    output_names: list[str],
+    *,
+    axes: dict[int, str] | None = None,
+) -> Path:
+    """TorchScript-export `module` with dynamic batch and sequence axes; the outputs' dynamic
+    `axes` are their first, the batch, unless given."""
     names = steps.INPUT_NAMES
     dummy = tuple(torch.ones(2, 8, dtype=torch.long) for _ in names)
     dynamic = {name: {0: "batch", 1: "sequence"} for name in names}
-    dynamic.update({name: {0: "batch"} for name in output_names})
+    dynamic.update({name: dict(axes or {0: "batch"}) for name in output_names})
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         torch.onnx.export(
@@ -124,6 +131,8 @@ def to_onnx(module: torch.nn.Module, path: Path, output_names: list[str]) -> Pat
 
 # (the ONNX Runtime session of each precision, the parity report) -> the precision to serve
 ChoosePrecision = Callable[[dict[str, object], ParityReport], Precision]
+# (the staged folder, its tokenizer folder) -> more graphs' files by role, parity fields
+ExtraGraphs = Callable[[Path, Path], tuple[dict[str, str], dict[str, dict[str, float]]]]
 
 
 class Saveable(Protocol):
@@ -145,6 +154,7 @@ def _export(
     *,
     quantize_attention: bool = True,
     replace: bool = False,
+    extra: ExtraGraphs | None = None,
 ) -> Manifest:
     """The steps every export takes, into a staged model folder; returns the manifest."""
     config = hf_model.config
@@ -176,12 +186,15 @@ def _export(
             sessions[precision] = steps.session(path)
             for key, value in steps.compare(reference, sessions[precision], feed).items():
                 getattr(report, key)[precision] = value
+        files, more = extra(out, tok_out) if extra else ({}, {})
+        report = report.model_copy(update=more)
         manifest = manifest.model_copy(
             update={
                 "files": {
                     "tokenizer": artifacts.TOKENIZER_DIR,
                     "hf": artifacts.HF_DIR,
                     **{f"onnx_{p}": artifacts.ONNX_FILES[p] for p in graphs},
+                    **files,
                 },
                 "precision": choose(sessions, report),
                 "parity": report,
@@ -202,11 +215,12 @@ def export_encoder(
     min_int8_cosine: float = 0.95,
     quantize_attention: bool = True,
     replace: bool = False,
+    extra: ExtraGraphs | None = None,
     **manifest_fields,
 ) -> Manifest:
     """Import an HF encoder (weights and tokenizer in `hf_src`) as a `feature-extraction`
     model. int8 is served unless its embeddings drift from PyTorch's (min cosine below
-    `min_int8_cosine`)."""
+    `min_int8_cosine`). `extra` writes more graphs into the folder (a masked-LM head's)."""
     hf_src = Path(hf_src)
     config = AutoConfig.from_pretrained(str(hf_src))
     encoder = load_encoder(hf_src)
@@ -236,6 +250,7 @@ def export_encoder(
         choose,
         quantize_attention=quantize_attention,
         replace=replace,
+        extra=extra,
     )
 
 

@@ -18,6 +18,7 @@ from training.checkpoints import HF_DIR, history
 from training.config import FinetuneSpec, PretrainSpec, pick_method
 from training.data import read_classification
 from training.export import export_encoder, export_finetuned
+from training.fill_mask_graph import export_fill_mask
 from training.loop import fit
 from training.prepare import prepare
 from training.tasks import load_tokenizer, make_task, task_class
@@ -159,6 +160,8 @@ def export_run(
                 spec.model_id,
                 max_seq_length=hp.max_seq_length,
                 replace=replace,
+                # its masked-LM head too, so that the encoder also fills masks
+                extra=lambda out, tok_dir: export_fill_mask(model, out, tok_dir, hp.max_seq_length),
                 **extras,
             )
     manifest = _finetuned_manifest(spec, hf, info["labels"], extras)

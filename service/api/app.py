@@ -15,7 +15,17 @@ from starlette.routing import compile_path
 
 from service.api import middleware
 from service.api.deps import Context
-from service.api.routes import admin, embeddings, files, health, hf, inference, jobs, models
+from service.api.routes import (
+    admin,
+    embeddings,
+    files,
+    fill_mask,
+    health,
+    hf,
+    inference,
+    jobs,
+    models,
+)
 from service.errors import ServiceError, error_body
 from service.schemas.errors import ERROR_RESPONSES
 from service.settings import Settings
@@ -34,6 +44,7 @@ def create_app(context: Context | None = None) -> FastAPI:
     for router in (
         inference.router,
         embeddings.router,
+        fill_mask.router,
         hf.router,
         models.router,
         files.router,

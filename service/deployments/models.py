@@ -114,6 +114,10 @@ class ModelServer:
         """Embed each request's inputs; per request its vectors and tokens."""
         return await self._submit("embed", call)
 
+    async def fill_mask(self, call: Call) -> list[list]:
+        """Fill each request's masks; per request, per text, per mask its top tokens."""
+        return await self._submit("fill_mask", call)
+
     async def _submit(self, endpoint: str, call: Call) -> list:
         model_id = serve.get_multiplexed_model_id()
         # load (or touch) the model before joining the queue: one batch runs at a time, and
@@ -133,6 +137,8 @@ class ModelServer:
             fn = functools.partial(model.classify_many, heads=self.heads)
         elif endpoint == "embed":
             fn = model.embed_many
+        elif endpoint == "fill_mask":
+            fn = model.fill_mask_many
         else:
             fn = model.answer_many
 

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from service.errors import InvalidRequest, ServiceError
+from service.errors import ServiceError, WrongTask
 from service.inference import embeddings, postprocess
+from service.inference.fill_mask import FillMask
 from service.inference.heads import HeadCache, LoadedHead
-from service.inference.requests import ClassifyItem, EmbedItem, QAItem, Refused
+from service.inference.requests import ClassifyItem, EmbedItem, FillMaskItem, QAItem, Refused
 from service.inference.session import Session, timings
 from training import artifacts
 from training.artifacts import ZERO_SHOT_TEMPLATE
@@ -64,6 +65,9 @@ class LoadedModel:
     def embed_many(self, requests: Sequence[EmbedItem]) -> list[dict | Refused]:
         raise NotImplementedError(f"{self.manifest.task} models do not serve embeddings")
 
+    def fill_mask_many(self, requests: Sequence[FillMaskItem]) -> list[list | Refused]:
+        raise NotImplementedError(f"{self.manifest.task} models do not fill masks")
+
     def answer_many(self, requests: Sequence[QAItem]) -> list[list[dict]]:
         """Several requests' question/context pairs in one pass."""
         results = self.answer([pair for pairs in requests for pair in pairs])
@@ -84,38 +88,17 @@ class EncoderModel(LoadedModel):
         return self.session.run(self.session.encode(texts))
 
     def embed_many(self, requests: Sequence[EmbedItem]) -> list[dict | Refused]:
-        """/v1/embeddings: one ONNX pass over the inputs of every request it does not refuse;
-        per request its unit vectors (shortened to `dimensions` and scaled back to unit
-        length) and its tokens."""
-        texts: list[list[str]] = []
-        out: list[dict | Refused] = []
-        for item in requests:
-            try:
-                texts.append(embeddings.input_texts(item, self.session.tokenizer, self.manifest))
-                out.append({})
-            except ServiceError as exc:
-                texts.append([])
-                out.append(Refused.of(exc))
-        flat = [t for ts in texts for t in ts]
-        encodings = self.session.encode(flat) if flat else []
-        vectors = self.session.run(encodings).astype(np.float32) if flat else None
-        at = 0
-        for i, (item, ts) in enumerate(zip(requests, texts, strict=True)):
-            if isinstance(out[i], Refused):
-                continue
-            assert vectors is not None
-            rows = vectors[at : at + len(ts)]
-            at += len(ts)
-            if item.dimensions is not None and item.dimensions > rows.shape[1]:
-                size = rows.shape[1]  # a manifest without its hidden size
-                out[i] = Refused.of(
-                    InvalidRequest(f"dimensions: at most {size}", param="dimensions")
-                )
-                continue
-            rows = embeddings.shortened(rows, item.dimensions)
-            tokens = sum(len(e.ids) for e in encodings[at - len(ts) : at])
-            out[i] = {"vectors": np.ascontiguousarray(rows, dtype=np.float32), "tokens": tokens}
-        return out
+        return embeddings.embed_requests(self.session, requests)
+
+    def fill_mask_many(self, requests: Sequence[FillMaskItem]) -> list[list | Refused]:
+        if not self.manifest.fill_mask:
+            raise WrongTask(f"model {self.manifest.id!r} has no masked-LM head", param="model")
+        return self._filler.run(requests)
+
+    @functools.cached_property
+    def _filler(self) -> FillMask:
+        """The masked-LM graph, opened on first use: most encoders never fill masks."""
+        return FillMask(self.session)
 
     def _label_embeddings(self, labels: Sequence[str]) -> np.ndarray:
         missing = [x for x in dict.fromkeys(labels) if x not in self._label_cache]

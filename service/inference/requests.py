@@ -31,6 +31,14 @@ class EmbedItem(NamedTuple):
     dimensions: int | None = None
 
 
+class FillMaskItem(NamedTuple):
+    """One fill-mask request: texts with one or more [MASK] each."""
+
+    texts: list[str]
+    top_k: int = 5
+    targets: list[str] | None = None  # score only these tokens
+
+
 class Refused(NamedTuple):
     """A request the replica refused (a stale head, `dimensions` beyond the model), returned
     as its result rather than raised: a raise fails the whole batch, which then runs again

@@ -40,18 +40,26 @@ class Session:
     """A model folder, ready to run: its manifest, tokenizer and ONNX Runtime session."""
 
     def __init__(
-        self, folder: Path, manifest: Manifest, *, threads: int = 1, max_batch_tokens: int = 4096
+        self,
+        folder: Path,
+        manifest: Manifest,
+        *,
+        threads: int = 1,
+        max_batch_tokens: int = 4096,
+        graph: str | None = None,
     ):
+        """`graph`: the role of another graph of the folder to run (`onnx_fill_mask`, fp32)
+        instead of the one the manifest serves."""
         self.folder, self.manifest = Path(folder), manifest
-        self.max_batch_tokens = max_batch_tokens
+        self.threads, self.max_batch_tokens = threads, max_batch_tokens
         tokenizer_dir = self.folder / manifest.files.get("tokenizer", artifacts.TOKENIZER_DIR)
         self.tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=manifest.max_seq_length)
         self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
         self.session = ort.InferenceSession(
-            str(self.folder / manifest.onnx_file()),
-            session_options(manifest.precision, threads),
+            str(self.folder / (manifest.files[graph] if graph else manifest.onnx_file())),
+            session_options("fp32" if graph else manifest.precision, threads),
             providers=["CPUExecutionProvider"],
         )
         self.input_names = {i.name for i in self.session.get_inputs()}
@@ -88,7 +96,7 @@ class Session:
         lengths = [len(e.ids) for e in encodings]
         out: list[list[np.ndarray]] = [[] for _ in encodings]
         for group in self.sub_batches(lengths):
-            feed = self._feed([encodings[i] for i in group], max(lengths[i] for i in group))
+            feed = self.feed([encodings[i] for i in group], max(lengths[i] for i in group))
             t = time.perf_counter()
             results = self.session.run(None, feed)
             timings.inference += time.perf_counter() - t
@@ -96,7 +104,7 @@ class Session:
                 out[i] = [r[row] for r in results]
         return out
 
-    def _feed(self, encodings: Sequence[Encoding], width: int) -> dict[str, np.ndarray]:
+    def feed(self, encodings: Sequence[Encoding], width: int) -> dict[str, np.ndarray]:
         feed = {
             name: np.full(
                 (len(encodings), width), self.pad_id if name == "input_ids" else 0, dtype=np.int64

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-Endpoint = Literal["text-classification", "extractive-qa", "embeddings"]
+Endpoint = Literal["text-classification", "extractive-qa", "embeddings", "fill-mask"]
 
 
 class ModelView(BaseModel):
@@ -15,7 +15,8 @@ class ModelView(BaseModel):
     object: Literal["model"] = "model"
     task: str = Field(description="what the model's head computes")
     endpoints: list[Endpoint] = Field(
-        description="what it serves: /v1/classify, /v1/qa, /v1/embeddings"
+        description="what it serves: /v1/classify, /v1/qa, /v1/embeddings, /v1/fill-mask (an "
+        "encoder that kept its masked-LM head)"
     )
     zero_shot: bool = Field(description="a base encoder: classify needs `labels`")
     base: str | None

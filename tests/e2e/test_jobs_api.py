@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import alive_actor_pids, resumed_step, wait_for_checkpoint
+from huggingface_hub import InferenceClient
 from sqlalchemy import func, select
 from testdata import classification_file, squad_file
 
@@ -403,7 +404,7 @@ def _messages(app, job_id: str) -> list[str]:
     return [e["message"] for e in app.events(job_id)]
 
 
-def test_a_pretraining_job_from_the_cli_makes_an_encoder(app, tmp_path):
+def test_a_pretraining_job_from_the_cli_makes_an_encoder(app, tmp_path, hf_client_online):
     from testdata import corpus_file
 
     from service.cli import main
@@ -425,5 +426,14 @@ def test_a_pretraining_job_from_the_cli_makes_an_encoder(app, tmp_path):
         json={"model": encoder["id"], "inputs": ["wonderful"], "labels": ["happy", "sad"]},
     )
     assert r.status_code == 200, r.text
+    # it kept its masked-LM head: it fills masks, over our route and the HF client's
+    text = "the eiffel tower stands in [MASK]"
+    r = app.http.post("/v1/fill-mask", json={"model": encoder["id"], "inputs": text, "top_k": 3})
+    assert r.status_code == 200, r.text
+    (mask,) = r.json()["results"][0]["masks"]
+    assert len(mask) == 3 and all(c["sequence"].startswith("the eiffel") for c in mask)
+    assert "fill-mask" in encoder["endpoints"]
+    hf = InferenceClient(base_url=f"{app.url}/hf/models/{encoder['id']}")
+    assert [e.token for e in hf.fill_mask(text, top_k=3)] == [c["token"] for c in mask]
     assert main(["jobs", "events", job["id"], "--url", app.url]) == 0
     assert main(["files", "list", "--url", app.url]) == 0

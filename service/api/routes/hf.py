@@ -1,15 +1,18 @@
 """POST /hf/models/{model}: the Hugging Face Inference API's payloads and answers, so that
 `huggingface_hub.InferenceClient(base_url=".../hf/models/<model>")` works unmodified for
-text_classification, zero_shot_classification, question_answering and feature_extraction.
+text_classification, zero_shot_classification, question_answering, fill_mask and
+feature_extraction.
 
 The client posts every task to the one URL, so the task is read from the payload and the
 model: `{"question", "context"}` inputs are QA; `candidate_labels` is zero-shot; otherwise a
 fine-tuned classifier classifies, and an encoder embeds when the payload has no `parameters`
 (feature extraction sends its parameters at the root; the other tasks send `parameters`,
-empty or not). Shapes follow the client's parsers
-(huggingface_hub/inference/_client.py): text classification answers a list of lists (the
-client takes element [0]), zero-shot a list of {label, score}, QA one {answer, score, start,
-end}, feature extraction one vector a text. A parameter we cannot honour is refused by name.
+empty or not) and fills masks when it has (a text with [MASK], or `targets`). Shapes follow
+the client's parsers (huggingface_hub/inference/_client.py): text classification answers a
+list of lists (the client takes element [0]), zero-shot a list of {label, score}, QA one
+{answer, score, start, end}, fill-mask a list of {score, token, token_str, sequence} (a list
+of such lists when the text has more masks, as the Inference API does), feature extraction
+one vector a text. A parameter we cannot honour is refused by name.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from fastapi.responses import JSONResponse
 
 from service.api.deps import Caller, Context, Ctx, limit_texts, resolved
 from service.api.routes.embeddings import check_dimensions
+from service.api.routes.fill_mask import fill
 from service.errors import InvalidRequest, LimitExceeded, WrongTask
 from service.inference.batching import approx_tokens
 from service.inference.requests import ClassifyItem, EmbedItem
@@ -69,11 +73,16 @@ async def hf_inference(
     if body.parameters is None:  # feature extraction sends its parameters at the root
         return await _feature_extraction(ctx, model, texts, body)
     if p.targets is not None or any(MASK in t for t in texts):
-        raise InvalidRequest(
-            f"fill-mask is not served: model {model_id!r} has no masked-LM head in its export",
-            param="inputs",
-        )
+        return await _fill_mask(ctx, model, texts, p, single=isinstance(body.inputs, str))
     return await _text_classification(ctx, model, texts, p)
+
+
+async def _fill_mask(ctx: Context, model: ResolvedModel, texts, p: HFParameters, *, single: bool):
+    _refuse(p, "fill-mask", {"top_k", "targets"})
+    results = await fill(ctx, model, texts, p.top_k or 5, p.targets)
+    # per text: its mask's candidates, or a list of them a mask when it has more
+    shaped = [masks[0] if len(masks) == 1 else masks for masks in results]
+    return JSONResponse(shaped[0] if single else shaped)
 
 
 async def _text_classification(ctx: Context, model: ResolvedModel, texts, p: HFParameters):

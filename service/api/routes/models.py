@@ -23,7 +23,11 @@ def view(manifest: Manifest) -> ModelView:
         {
             "id": manifest.id,
             "task": manifest.task,
-            "endpoints": ENDPOINTS.get(manifest.task, []),
+            "endpoints": [
+                e
+                for e in ENDPOINTS.get(manifest.task, [])
+                if e != "fill-mask" or manifest.fill_mask
+            ],
             "zero_shot": manifest.task == "feature-extraction",
             "base": manifest.base,
             "labels": manifest.labels,

@@ -72,7 +72,7 @@ def test_question_answering_returns_a_span_of_the_context(hf):
     [
         (lambda c: c.zero_shot_classification("x", LABELS, multi_label=True), "multi_label"),
         (lambda c: c.text_classification("x"), "zero_shot_classification"),
-        (lambda c: c.fill_mask("Paris is the [MASK] of France."), "fill-mask"),
+        (lambda c: c.fill_mask("Paris is the [MASK] of France."), "no masked-LM head"),
         (lambda c: c.question_answering(question="q", context="c.", top_k=2), "top_k"),
         (lambda c: c.question_answering(question="q", context="c.", doc_stride=8), "doc_stride"),
         (lambda c: c.feature_extraction("x", normalize=False), "normalize"),
