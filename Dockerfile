@@ -1,17 +1,31 @@
 # One image for every Ray node of tuneserve: head, CPU workers and GPU workers.
-#   docker build -t tuneserve:0.1.0 .                                      # CPU
-#   docker build -t tuneserve-gpu:0.1.0 --build-arg VARIANT=gpu .          # GPU (CUDA)
-# VARIANT picks both the Ray base image and the onnxruntime extra (`cpu` or `gpu`).
+#   docker build -t tuneserve:0.1.0 .                                            # CPU
+#   docker build -t tuneserve-gpu:0.1.0 --build-arg VARIANT=gpu \
+#     --build-arg BASE_IMAGE=rayproject/ray:2.60.0-py311-gpu \
+#     --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 .           # GPU (CUDA)
+# BASE_IMAGE is any image with the Ray image's contract: a non-root user `ray` whose Python
+# 3.11 is on PATH and takes `pip install` (make image-test builds a stand-in from Debian where
+# Ray's image cannot be pulled: deploy/image/standin.sh). VARIANT picks the onnxruntime extra.
+# Behind a TLS-inspecting proxy, mount its CA bundle and name it in PIP_CERT; to install torch
+# from a folder of wheels instead of PyTorch's index, mount it and name it in TORCH_FIND_LINKS
+# (the Makefile's `image` target does both).
 ARG RAY_VERSION=2.60.0
-ARG VARIANT=cpu
-FROM rayproject/ray:${RAY_VERSION}-py311-${VARIANT}
+ARG BASE_IMAGE=rayproject/ray:${RAY_VERSION}-py311-cpu
+FROM ${BASE_IMAGE}
 
 ARG VARIANT=cpu
-# PyTorch's own index: its CPU wheels for the CPU image, CUDA wheels for the GPU one
-ARG TORCH_INDEX_CPU=https://download.pytorch.org/whl/cpu
-ARG TORCH_INDEX_GPU=https://download.pytorch.org/whl/cu128
+ARG TORCH_VERSION=2.13.0
+# PyTorch's own index (its CPU wheels for the CPU image; cu128 for the GPU one), or a folder
+# of wheels: torch from there, only its dependencies from PyPI
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG TORCH_FIND_LINKS=
+ARG PIP_CERT=
 
-# The image's own non-root user; its Python (conda) belongs to it, so pip needs no root.
+# the store's folder, which a volume replaces on Kubernetes, belongs to the image's user
+USER root
+RUN mkdir -p /data/tuneserve && chown 1000:100 /data/tuneserve
+
+# The image's own non-root user; its Python belongs to it, so pip needs no root.
 USER ray
 WORKDIR /home/ray/tuneserve
 
@@ -24,10 +38,17 @@ ENV HF_HUB_OFFLINE=1 \
 # Dependencies first, in a layer of their own: the project's metadata with empty packages,
 # so that a change to the code does not reinstall torch and Ray.
 COPY --chown=ray:users pyproject.toml README.md ./
+# (pip reads PIP_CERT from the environment itself; an empty one is unset rather than passed)
 RUN mkdir -p service training \
     && touch service/__init__.py training/__init__.py \
-    && if [ "$VARIANT" = gpu ]; then index="$TORCH_INDEX_GPU"; else index="$TORCH_INDEX_CPU"; fi \
-    && pip install --no-cache-dir torch==2.13.0 --index-url "$index" \
+    && if [ -z "$PIP_CERT" ]; then unset PIP_CERT; fi \
+    && if [ -n "$TORCH_FIND_LINKS" ]; then \
+         pip install --no-cache-dir --no-index --no-deps --find-links "$TORCH_FIND_LINKS" \
+           "torch==${TORCH_VERSION}" \
+         && pip install --no-cache-dir "torch==${TORCH_VERSION}"; \
+       else \
+         pip install --no-cache-dir --index-url "$TORCH_INDEX" "torch==${TORCH_VERSION}"; \
+       fi \
     && pip install --no-cache-dir "./[$VARIANT]"
 
 # The code, installed over the placeholder without touching the dependencies.

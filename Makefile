@@ -14,7 +14,25 @@ export RAY_USAGE_STATS_ENABLED := 0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test test-fast bench lint format install clean
+.PHONY: run test test-fast bench lint format install clean image-standin image image-test
+
+# The container image, built and run with podman (Debian's packages: podman, runc,
+# debootstrap). The Ray image cannot be pulled here, so the default base is a stand-in built
+# from Debian bookworm (deploy/image/standin.sh); BASE_IMAGE=rayproject/ray:2.60.0-py311-cpu
+# where it can be.
+IMAGE ?= localhost/tuneserve:0.1.0
+STANDIN := localhost/tuneserve-standin:bookworm
+BASE_IMAGE ?= $(STANDIN)
+image image-test image-standin: export CONTAINERS_CONF := $(CURDIR)/deploy/image/containers.conf
+
+image-standin:
+	@if [ "$(BASE_IMAGE)" = "$(STANDIN)" ]; then deploy/image/standin.sh $(STANDIN); fi
+
+image: image-standin
+	deploy/image/build.sh $(IMAGE) $(BASE_IMAGE)
+
+image-test: $(STAMP) image
+	deploy/image/test.sh $(IMAGE)
 
 install: $(STAMP)
 

@@ -307,14 +307,15 @@ def _pip_installs(commands: str, variant: str) -> list[list[str]]:
     """The package arguments of each `pip install` in a shell text, flags dropped."""
     installs = []
     for command in re.split(r"&&|;|\n", commands):
-        words = shlex.split(command.replace("$VARIANT", variant), comments=True)
+        command = command.replace("$VARIANT", variant).replace("${TORCH_VERSION}", "2.13.0")
+        words = shlex.split(command, comments=True)
         if words[:2] != ["pip", "install"]:
             continue
         packages, skip = [], False
         for w in words[2:]:
             if skip:
                 skip = False
-            elif w in ("--index-url", "--extra-index-url", "-r", "--requirement"):
+            elif w in ("--index-url", "--extra-index-url", "-r", "--requirement", "--find-links"):
                 skip = True
             elif not w.startswith("-"):
                 packages.append(w)
@@ -323,9 +324,13 @@ def _pip_installs(commands: str, variant: str) -> list[list[str]]:
 
 
 def test_the_image_installs_what_the_readme_says():
-    """The README's install-by-hand block is what the image runs (for the CPU variant)."""
+    """The README's install-by-hand block is what the image runs (for the CPU variant; torch
+    from PyTorch's index or from a folder of wheels, the same pin either way)."""
     runs = "\n".join(args for word, args in _instructions() if word == "RUN")
-    image = [p for p in _pip_installs(runs, "cpu") if p != ["."]]  # `.`: the code over the deps
+    image = []
+    for p in _pip_installs(runs, "cpu"):  # `.`: the code over the deps
+        if p != ["."] and p not in image:
+            image.append(p)
     readme = (ROOT / "README.md").read_text()
     block = re.search(r"<!-- install-by-hand -->\s*```bash\n(.*?)```", readme, re.S)
     assert block, "README.md lost its install-by-hand block"
@@ -339,8 +344,9 @@ def test_the_image_base_is_the_ray_release_of_the_project():
 
     args = dict(a.split("=", 1) for w, a in _instructions() if w == "ARG" and "=" in a)
     assert args["RAY_VERSION"] == ray.__version__
+    assert args["BASE_IMAGE"] == "rayproject/ray:${RAY_VERSION}-py311-cpu"
     (base,) = [a for w, a in _instructions() if w == "FROM"]
-    assert base == "rayproject/ray:${RAY_VERSION}-py311-${VARIANT}"
+    assert base == "${BASE_IMAGE}"
     users = [a for w, a in _instructions() if w == "USER"]
     assert users and users[-1] not in ("root", "0")
 
