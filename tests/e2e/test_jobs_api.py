@@ -17,6 +17,7 @@ import httpx
 import pytest
 from conftest import alive_actor_pids, resumed_step, wait_for_checkpoint
 from huggingface_hub import InferenceClient
+from openai import BadRequestError
 from sqlalchemy import func, select
 from testdata import classification_file, squad_file
 
@@ -138,7 +139,7 @@ def _sdk(app):
     return OpenAI(base_url=f"{app.url}/v1", api_key="anything", max_retries=0)
 
 
-def test_the_openai_sdk_fine_tunes_and_the_model_serves_at_once(app, data):
+def test_the_openai_sdk_fine_tunes_and_the_model_serves_at_once(app, data, hf_client_online):
     client = _sdk(app)
     with data["cls"].open("rb") as f:
         uploaded = client.files.create(file=f, purpose="fine-tune")
@@ -183,6 +184,13 @@ def test_the_openai_sdk_fine_tunes_and_the_model_serves_at_once(app, data):
     r = app.http.post("/v1/classify", json={"model": model_id, "inputs": ["wonderful loved great"]})
     assert r.status_code == 200, r.text
     assert r.json()["results"][0]["label"] in ("positive", "negative")
+    # the Hugging Face client gets the same scores; the openai client no embeddings from it
+    hf = InferenceClient(base_url=f"{app.url}/hf/models/{model_id}")
+    ranked = hf.text_classification("wonderful loved great", top_k=2)
+    scores = r.json()["results"][0]["scores"]
+    assert {e.label: e.score for e in ranked} == pytest.approx(scores, abs=1e-5)
+    with pytest.raises(BadRequestError, match="cannot serve embeddings"):
+        client.embeddings.create(model=model_id, input="wonderful")
     with app.db.session() as s:
         row = s.scalar(select(Model).where(Model.id == model_id))
         assert row.job_id == job.id and row.dataset_sha256 and row.base_model == "base"
@@ -292,7 +300,7 @@ def test_an_invalid_upload_is_refused_with_its_line(app, tmp_path):
     assert r.status_code == 422 and r.json()["error"]["param"].startswith("hyperparameters")
 
 
-def test_a_qa_job_answers_with_spans(app, data):
+def test_a_qa_job_answers_with_spans(app, data, hf_client_online):
     f = app.upload(data["qa"]).json()
     assert (f["format"], f["rows"]) == ("squad", 24)
     job = app.http.post(
@@ -318,6 +326,9 @@ def test_a_qa_job_answers_with_spans(app, data):
     answer = r.json()["results"][0]
     context = "the mount fuji stands in japan . refunds are issued within five working days ."
     assert context[answer["start"] : answer["end"]] == answer["answer"] != ""
+    hf = InferenceClient(base_url=f"{app.url}/hf/models/{done['fine_tuned_model']}")
+    got = hf.question_answering(question="where is the mount fuji", context=context)
+    assert (got.answer, got.start, got.end) == (answer["answer"], answer["start"], answer["end"])
 
 
 def test_a_crashing_job_fails_with_its_error(app, data):
@@ -435,5 +446,13 @@ def test_a_pretraining_job_from_the_cli_makes_an_encoder(app, tmp_path, hf_clien
     assert "fill-mask" in encoder["endpoints"]
     hf = InferenceClient(base_url=f"{app.url}/hf/models/{encoder['id']}")
     assert [e.token for e in hf.fill_mask(text, top_k=3)] == [c["token"] for c in mask]
+    # and it is an encoder like base: embeddings (openai) and zero-shot (Hugging Face)
+    vectors = _sdk(app).embeddings.create(model=encoder["id"], input=["wonderful", "dull"])
+    assert [len(d.embedding) for d in vectors.data] == [32, 32]
+    assert hf.feature_extraction("wonderful")[0] == pytest.approx(
+        vectors.data[0].embedding, abs=1e-3
+    )
+    ranked = hf.zero_shot_classification("wonderful", ["happy", "sad"])
+    assert sum(e.score for e in ranked) == pytest.approx(1.0, abs=1e-5)
     assert main(["jobs", "events", job["id"], "--url", app.url]) == 0
     assert main(["files", "list", "--url", app.url]) == 0
