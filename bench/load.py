@@ -145,7 +145,11 @@ async def load(
     seconds: float,
     pool: list[str],
     extra: dict | None = None,
+    field: str = "inputs",
 ) -> dict:
+    """Closed-loop load: `concurrency` clients, each sending the next request when the last
+    is answered, for `seconds`; `per_request` texts from `pool` under `field` (`input` for
+    /v1/embeddings)."""
     rng = random.Random(concurrency * 100 + per_request)
     latencies: list[float] = []
     errors = 0
@@ -160,7 +164,7 @@ async def load(
                 model = models[counter % len(models)]
                 counter += 1
                 body = json.dumps(
-                    {"model": model, "inputs": rng.sample(pool, per_request), **(extra or {})}
+                    {"model": model, field: rng.sample(pool, per_request), **(extra or {})}
                 )
                 t = time.perf_counter()
                 try:
@@ -176,7 +180,7 @@ async def load(
             conn.close()
 
     warm = Connection(url)
-    first = {"model": models[0], "inputs": pool[:per_request], **(extra or {})}
+    first = {"model": models[0], field: pool[:per_request], **(extra or {})}
     await warm.post(json.dumps(first).encode())
     warm.close()
     start = time.monotonic()

@@ -10,7 +10,8 @@ model). A bounded async load generator sends `/v1/classify` requests at concurre
 p50/p95/p99 latency. Last, 20 variants of the model under round-robin traffic against one
 variant, on the first shape. Prints markdown tables; `--json` writes the rows.
 `--many-variants` adds head-only variants by the hundred and thousand (bench/variants.py, its
-own server: one replica, so that its RSS can be read).
+own server: one replica, so that its RSS can be read); `--embeddings` adds /v1/embeddings
+against a plain sentence-transformers service (bench/embeddings.py).
 """
 
 from __future__ import annotations
@@ -179,6 +180,11 @@ def main() -> None:
         action="store_true",
         help="then the many-variants section: 100 and 1,000 head-only variants (bench/variants.py)",
     )
+    p.add_argument(
+        "--embeddings",
+        action="store_true",
+        help="then /v1/embeddings against a plain sentence-transformers service (bench/embeddings.py)",
+    )
     args = p.parse_args()
     args.home = args.home.resolve()
     manifest = artifacts.read_manifest(artifacts.model_dir(args.home, args.model))
@@ -208,6 +214,10 @@ def main() -> None:
     print(f"plot: {results / 'serve.svg'}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+    if args.embeddings:
+        from bench import embeddings
+
+        embeddings.main(["--home", str(args.home), "--seconds", str(args.seconds)])
     if args.many_variants:
         from bench import variants as many  # it imports this module
 
