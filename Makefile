@@ -14,7 +14,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test test-fast bench lint format install clean image-standin image image-test
+.PHONY: run test test-fast bench lint format install clean image-standin image image-test gpu-check
 
 # The container image, built and run with podman (Debian's packages: podman, runc,
 # debootstrap). The Ray image cannot be pulled here, so the default base is a stand-in built
@@ -33,6 +33,12 @@ image: image-standin
 
 image-test: $(STAMP) image
 	deploy/image/test.sh $(IMAGE)
+
+# On a CUDA machine, with the project installed with the `gpu` extra in PY's environment:
+# bf16 training on one GPU worker, the fp16 export served on CUDA, fp16 vs PyTorch fp32 timed.
+PY ?= $(BIN)/python
+gpu-check:
+	$(PY) bench/gpu_check.py
 
 install: $(STAMP)
 

@@ -17,23 +17,29 @@ from service.settings import Settings
 HEAD_NODE = "node:__internal_head__"
 
 
-def build_app(args: dict | None = None) -> Application:
-    """Build the application from `args` (serve_config.yaml's `args`); a TUNESERVE_*
-    variable overrides the arg of its name (Settings.from_args)."""
-    settings = Settings.from_args(args or {})
+def _scaling(settings: Settings) -> dict:
+    """A fixed number of model replicas, or autoscaling from it up to the maximum."""
     if settings.autoscaling_max_replicas > settings.model_replicas:
-        scaling: dict = {
+        return {
             "autoscaling_config": {
                 "min_replicas": settings.model_replicas,
                 "max_replicas": settings.autoscaling_max_replicas,
                 "target_ongoing_requests": settings.autoscaling_target_ongoing,
             }
         }
-    else:
-        scaling = {"num_replicas": settings.model_replicas}
+    return {"num_replicas": settings.model_replicas}
+
+
+def build_app(args: dict | None = None) -> Application:
+    """Build the application from `args` (serve_config.yaml's `args`); a TUNESERVE_*
+    variable overrides the arg of its name (Settings.from_args)."""
+    settings = Settings.from_args(args or {})
     models = ModelServer.options(  # type: ignore[attr-defined]  # @serve.deployment made it a Deployment
-        **scaling,
-        ray_actor_options={"num_cpus": settings.model_replica_cpus},
+        **_scaling(settings),
+        ray_actor_options={
+            "num_cpus": settings.model_replica_cpus,
+            "num_gpus": settings.model_replica_gpus,
+        },
         max_ongoing_requests=settings.model_max_ongoing,
         max_queued_requests=settings.model_max_queued,
     ).bind(
@@ -46,6 +52,9 @@ def build_app(args: dict | None = None) -> Application:
         max_batch_tokens=settings.max_batch_tokens,
         batch_tokens=settings.batch_tokens,
         batch_wait_s=settings.batch_wait_s,
+        device=settings.device,
+        precision_budget=settings.precision_budget,
+        min_encoder_cosine=settings.min_encoder_cosine,
     )
     # The ingress and the job runner hold no CPUs and live on the head node: the one Ray
     # node that is always there (on Kubernetes, worker pods come and go with autoscaling).

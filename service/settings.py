@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +41,24 @@ class Settings(BaseSettings):
         8.0, gt=0, description="ongoing requests per replica that autoscaling aims for"
     )
     model_replica_cpus: float = Field(1.0, ge=0, description="Ray CPUs reserved per replica")
+    model_replica_gpus: float = Field(
+        0.0, ge=0, description="Ray GPUs reserved per replica (a fraction shares one GPU)"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="where replicas run models: auto takes ONNX Runtime's CUDA provider where "
+        "onnxruntime-gpu sees a GPU, else the CPU; cpu forces the CPU",
+    )
+    precision_budget: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        description="points of validation accuracy or F1 the faster precision (int8 on CPU, "
+        "fp16 on GPU) may lose against fp32 and still be served",
+    )
+    min_encoder_cosine: float = Field(
+        0.95, ge=0, le=1, description="... for an encoder: its minimum cosine to PyTorch's"
+    )
     ort_threads: int = Field(
         1, ge=1, description="ONNX Runtime intra-op threads per replica (one replica per core)"
     )

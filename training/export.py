@@ -25,6 +25,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel
 from training import artifacts
 from training import onnx as steps
 from training.artifacts import Manifest, ParityReport, Precision
+from training.parity_texts import PARITY_TEXTS
 from training.tasks.base import mean_pooled
 
 log = logging.getLogger(__name__)
@@ -36,28 +37,6 @@ TOKENIZER_FILES = (
     "special_tokens_map.json",
     "vocab.txt",
 )
-
-# Sentences for the parity check: varied length, punctuation, casing, numbers and rare words,
-# so that a precision loss shows up. Our own text; no dataset needed at run time.
-PARITY_TEXTS = [
-    "The service was quick and the staff were friendly.",
-    "I waited forty minutes and nobody answered the phone.",
-    "Where is the nearest train station?",
-    "Photosynthesis converts light energy into chemical energy stored in glucose.",
-    "ok",
-    "The quarterly report shows revenue of 4.2 million dollars, up 12% on last year.",
-    "Please reset my password; I can't log in since the update on 3 March.",
-    "A dull, plodding film with no surprises at all.",
-    "What a wonderful, moving performance by the whole cast!",
-    "The mitochondria is the powerhouse of the cell.",
-    "Refunds are issued within five working days of receiving the returned item.",
-    "Er zijn geen treinen tussen Amsterdam en Utrecht vanwege werkzaamheden.",
-    "def add(a, b): return a + b",
-    "Who wrote the novel Moby-Dick, and when was it first published?",
-    "The committee will reconvene after the holidays to discuss the zoning proposal in detail, "
-    "including the objections raised by residents of the northern district.",
-    "Spam: WIN a FREE cruise!!! Text YES to 80085 now",
-]
 
 
 class MeanPooledEncoder(torch.nn.Module):
@@ -156,7 +135,10 @@ def _export(
     replace: bool = False,
     extra: ExtraGraphs | None = None,
 ) -> Manifest:
-    """The steps every export takes, into a staged model folder; returns the manifest."""
+    """The steps every export takes, into a staged model folder; returns the manifest. Every
+    precision's graph is written (fp32, int8 for CPUs, fp16 for GPUs) with its parity; the
+    precision recorded is the one a CPU serves (a replica chooses again for its hardware:
+    service/inference/precision.py)."""
     config = hf_model.config
     with artifacts.staged_model_dir(home, manifest.id, replace=replace) as out:
         hf_model.save_pretrained(str(out / artifacts.HF_DIR))
@@ -166,18 +148,7 @@ def _export(
             if (tokenizer_src / name).is_file():
                 shutil.copy2(tokenizer_src / name, tok_out / name)
         raw = to_onnx(module, out / artifacts.ONNX_DIR / "raw.onnx", output_names)
-        graphs = {
-            "fp32": steps.optimize(
-                raw,
-                out / artifacts.ONNX_FILES["fp32"],
-                num_heads=config.num_attention_heads,
-                hidden_size=config.hidden_size,
-            )
-        }
-        raw.unlink()
-        graphs["int8"] = steps.quantize_int8(
-            graphs["fp32"], out / artifacts.ONNX_FILES["int8"], attention=quantize_attention
-        )
+        graphs = _graphs(raw, out, config, quantize_attention)
         feed = steps.encode(steps.load_tokenizer(tok_out, manifest.max_seq_length), PARITY_TEXTS)
         reference = reference_outputs(module, feed)
         report = ParityReport(samples=len(PARITY_TEXTS))
@@ -285,6 +256,24 @@ def export_finetuned(
         choose,
         replace=replace,
     )
+
+
+def _graphs(raw: Path, out: Path, config: Any, quantize_attention: bool) -> dict[str, Path]:
+    """The raw graph fused (fp32), then quantized (int8, for CPUs) and halved (fp16, GPUs)."""
+    fp32 = steps.optimize(
+        raw,
+        out / artifacts.ONNX_FILES["fp32"],
+        num_heads=config.num_attention_heads,
+        hidden_size=config.hidden_size,
+    )
+    raw.unlink()
+    return {
+        "fp32": fp32,
+        "int8": steps.quantize_int8(
+            fp32, out / artifacts.ONNX_FILES["int8"], attention=quantize_attention
+        ),
+        "fp16": steps.to_fp16(fp32, out / artifacts.ONNX_FILES["fp16"]),
+    }
 
 
 def reference_outputs(module: torch.nn.Module, feed: dict[str, np.ndarray]) -> list[np.ndarray]:

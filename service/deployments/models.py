@@ -36,6 +36,7 @@ from service.inference import session as inference_session
 from service.inference.batching import MAX_ITEM_TOKENS, Batcher, Pending, QueueFull
 from service.inference.heads import HeadCache, HeadStats
 from service.inference.models import LoadedModel, load_model
+from service.inference.precision import Device
 from service.inference.requests import Refused
 from service.registry import BASE_MODEL_ID, Registry
 
@@ -59,10 +60,21 @@ class ModelServer:
         max_batch_tokens: int = 4096,
         batch_tokens: int = 65536,
         batch_wait_s: float = 0.0,
+        device: Device = "auto",
+        precision_budget: float = 1.0,
+        min_encoder_cosine: float = 0.95,
     ):
         bind_replica_grpc_to_node_ip()
         self.registry = Registry(Path(home), base_model)
-        self.threads, self.max_batch_tokens = threads, max_batch_tokens
+        # which precision and device each model is served with (inference/precision.py)
+        self.load_options = functools.partial(
+            load_model,
+            threads=threads,
+            max_batch_tokens=max_batch_tokens,
+            device=device,
+            budget=precision_budget,
+            min_cosine=min_encoder_cosine,
+        )
         self._sizes: collections.deque[tuple[int, int]] = collections.deque(maxlen=1000)
         self._batches = 0  # batches run (monotonic)
         self._loads = 0  # model loads: more than the models used means the LRU evicted some
@@ -90,12 +102,7 @@ class ModelServer:
         resolved = self.registry.resolve(model_id)
         self._loads += 1
         log.info("loading model %s from %s", model_id, resolved.folder)
-        return await asyncio.to_thread(
-            load_model,
-            resolved.folder,
-            threads=self.threads,
-            max_batch_tokens=self.max_batch_tokens,
-        )
+        return await asyncio.to_thread(self.load_options, resolved.folder)
 
     async def ready(self) -> bool:
         """Load the request's model (the base, from /readyz) and say it is ready."""

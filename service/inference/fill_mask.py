@@ -31,6 +31,7 @@ class FillMask:
             encoder.manifest,
             threads=encoder.threads,
             max_batch_tokens=min(encoder.max_batch_tokens, MAX_BATCH_TOKENS),
+            serving=encoder.serving,
             graph=ROLE,
         )
         self.tokenizer = self.session.tokenizer

@@ -18,6 +18,7 @@ from service.errors import ServiceError, WrongTask
 from service.inference import embeddings, postprocess
 from service.inference.fill_mask import FillMask
 from service.inference.heads import HeadCache, LoadedHead
+from service.inference.precision import Device, choose, device_for
 from service.inference.requests import ClassifyItem, EmbedItem, FillMaskItem, QAItem, Refused
 from service.inference.session import Session, timings
 from training import artifacts
@@ -113,7 +114,8 @@ class EncoderModel(LoadedModel):
 
     @functools.cached_property
     def graph_sha256(self) -> str:
-        """The served graph's digest: a head variant names the one it was trained on."""
+        """The digest of the graph head variants are trained on (the manifest's precision,
+        training/embed.py), whichever this replica serves: a head names the base it fits."""
         return file_sha256(self.session.folder / self.manifest.onnx_file())
 
     def classify_many(
@@ -263,9 +265,16 @@ _CLASSES: dict[str, type[LoadedModel]] = {
 
 
 def load_model(
-    folder: str | Path, *, threads: int = 1, max_batch_tokens: int = 4096
+    folder: str | Path,
+    *,
+    threads: int = 1,
+    max_batch_tokens: int = 4096,
+    device: Device = "auto",
+    budget: float = 1.0,
+    min_cosine: float = 0.95,
 ) -> LoadedModel:
-    """Load the model in `folder` with the class for its task."""
+    """Load the model in `folder` with the class for its task, serving the precision its
+    hardware runs fastest within the budget (inference/precision.py)."""
     manifest = artifacts.read_manifest(folder)
     if manifest.head_only:
         raise ValueError(
@@ -275,4 +284,13 @@ def load_model(
     cls = _CLASSES.get(manifest.task)
     if cls is None:
         raise ValueError(f"model {manifest.id!r}: the runtime cannot serve task {manifest.task!r}")
-    return cls(Session(Path(folder), manifest, threads=threads, max_batch_tokens=max_batch_tokens))
+    serving = choose(manifest, device_for(device), budget=budget, min_cosine=min_cosine)
+    return cls(
+        Session(
+            Path(folder),
+            manifest,
+            threads=threads,
+            max_batch_tokens=max_batch_tokens,
+            serving=serving,
+        )
+    )

@@ -12,8 +12,9 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
+from service.inference.precision import Serving
 from training import artifacts
-from training.artifacts import Manifest
+from training.artifacts import Manifest, Precision
 from training.embed import session_options
 
 # At most this many sequences in one ONNX Runtime call: int8 cost per sequence is flat from
@@ -46,11 +47,15 @@ class Session:
         *,
         threads: int = 1,
         max_batch_tokens: int = 4096,
+        serving: Serving | None = None,
         graph: str | None = None,
     ):
-        """`graph`: the role of another graph of the folder to run (`onnx_fill_mask`, fp32)
-        instead of the one the manifest serves."""
+        """`serving`: the precision and device to serve (precision.choose; default: the
+        manifest's precision, on CPU). `graph`: the role of another graph of the folder to
+        run instead (`onnx_fill_mask`, fp32)."""
         self.folder, self.manifest = Path(folder), manifest
+        self.serving = serving or Serving(manifest.precision, "cpu", "as chosen at export")
+        precision: Precision = "fp32" if graph else self.serving.precision
         self.threads, self.max_batch_tokens = threads, max_batch_tokens
         tokenizer_dir = self.folder / manifest.files.get("tokenizer", artifacts.TOKENIZER_DIR)
         self.tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
@@ -58,9 +63,9 @@ class Session:
         self.tokenizer.enable_truncation(max_length=manifest.max_seq_length)
         self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
         self.session = ort.InferenceSession(
-            str(self.folder / (manifest.files[graph] if graph else manifest.onnx_file())),
-            session_options("fp32" if graph else manifest.precision, threads),
-            providers=["CPUExecutionProvider"],
+            str(self.folder / (manifest.files[graph] if graph else manifest.onnx_file(precision))),
+            session_options(precision, threads),
+            providers=self.serving.providers(),
         )
         self.input_names = {i.name for i in self.session.get_inputs()}
 

@@ -10,6 +10,12 @@ from pydantic import BaseModel, Field
 Endpoint = Literal["text-classification", "extractive-qa", "embeddings", "fill-mask"]
 
 
+class Serving(BaseModel):
+    precision: str = Field(description="fp32, int8 (CPU) or fp16 (GPU)")
+    device: str = Field(description="cpu or cuda")
+    reason: str = Field(description="why this precision: its metric against the budget")
+
+
 class ModelView(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -42,6 +48,11 @@ class ModelView(BaseModel):
         "kilobytes on its base, which serves it)",
     )
     created_at: datetime
+    serving: Serving | None = Field(
+        None,
+        description="what a model replica serves for it on the hardware the replicas are "
+        "given: the precision, the device, and why (head-only variants ride on their base)",
+    )
     job: dict | None = Field(
         None,
         description="for a model a job made: the job id, its base, the training data's sha256",

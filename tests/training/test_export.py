@@ -19,7 +19,7 @@ def exported(store):
 def test_export_writes_the_whole_artifact(exported):
     folder, manifest = exported
     assert manifest.task == "feature-extraction"
-    for role in ("tokenizer", "hf", "onnx_fp32", "onnx_int8"):
+    for role in ("tokenizer", "hf", "onnx_fp32", "onnx_int8", "onnx_fp16"):
         assert (folder / manifest.files[role]).exists(), role
     assert (folder / "tokenizer" / "tokenizer.json").is_file()
     assert not (folder / "onnx" / "raw.onnx").exists()
@@ -41,9 +41,19 @@ def test_attention_can_stay_in_fp32(tiny_encoder_dir, tmp_path):
     assert "MatMulInteger" in ops and "Attention" in ops and "QAttention" not in ops
 
 
+def test_the_fp16_graph_is_float16_inside_and_close_to_pytorch(exported):
+    folder, manifest = exported
+    graph = onnx.load(str(folder / manifest.onnx_file("fp16")))
+    weights = {t.data_type for t in graph.graph.initializer if len(t.dims) == 2}
+    assert onnx.TensorProto.FLOAT16 in weights
+    # inputs and outputs keep their types: the runtime feeds it as it feeds the others
+    assert graph.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert manifest.parity.min_cosine["fp16"] > 0.999
+
+
 def test_parity_is_recorded_and_fp32_matches_pytorch(exported):
     _, manifest = exported
-    assert manifest.parity is not None and manifest.parity.samples > 10
+    assert manifest.parity is not None and manifest.parity.samples > 16
     assert manifest.parity.max_abs_diff["fp32"] < 1e-4
     assert manifest.parity.mean_cosine["int8"] > 0.9
 

@@ -82,7 +82,7 @@ def test_classification_trains_exports_and_matches_pytorch(home, cls_run):
     assert manifest.base == "base" and len(manifest.dataset_sha256) == 64
     assert manifest.spec["run_id"] == "t-cls" and "accuracy" in manifest.metrics
     assert manifest.parity.max_abs_diff["fp32"] < 1e-4
-    assert set(manifest.parity.validation_metric) == {"fp32", "int8"}
+    assert set(manifest.parity.validation_metric) == {"fp32", "int8", "fp16"}
     if manifest.precision == "int8":
         assert (
             manifest.parity.validation_metric["int8"]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from fastapi import APIRouter
 
 from service.api.deps import Caller, Ctx
+from service.inference.precision import choose
 from service.jobs import store
 from service.registry import ENDPOINTS
 from service.schemas.models import ModelDeleted, ModelList, ModelView
+from service.settings import Settings
 from training.artifacts import Manifest
 
 router = APIRouter(tags=["models"])
@@ -18,7 +21,23 @@ log = logging.getLogger("ray.serve")
 _RUN_FACTS = ("step", "epoch", "workers", "resumed_from_step")
 
 
-def view(manifest: Manifest) -> ModelView:
+def serving(settings: Settings, manifest: Manifest) -> dict | None:
+    """What a model replica serves for this model on the hardware the replicas are given
+    (the rule the replica itself applies: inference/precision.py); a head-only variant
+    rides on its base's graph."""
+    if manifest.head_only:
+        return None
+    gpu = settings.model_replica_gpus > 0 and settings.device != "cpu"
+    chosen = choose(
+        manifest,
+        "cuda" if gpu else "cpu",
+        budget=settings.precision_budget,
+        min_cosine=settings.min_encoder_cosine,
+    )
+    return dataclasses.asdict(chosen)
+
+
+def view(manifest: Manifest, settings: Settings | None = None) -> ModelView:
     return ModelView.model_validate(
         {
             "id": manifest.id,
@@ -37,6 +56,7 @@ def view(manifest: Manifest) -> ModelView:
             "method": manifest.method if manifest.task == "text-classification" else None,
             "head_only": manifest.head_only,
             "created_at": manifest.created_at,
+            "serving": serving(settings, manifest) if settings else None,
         }
     )
 
@@ -44,13 +64,15 @@ def view(manifest: Manifest) -> ModelView:
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(ctx: Ctx, who: Caller) -> ModelList:
     models = await ctx.tenancy.listing(who)
-    return ModelList(data=[view(m.manifest.model_copy(update={"id": m.id})) for m in models])
+    return ModelList(
+        data=[view(m.manifest.model_copy(update={"id": m.id}), ctx.settings) for m in models]
+    )
 
 
 @router.get("/v1/models/{model_id}", response_model=ModelView)
 async def get_model(ctx: Ctx, who: Caller, model_id: str) -> ModelView:
     model = await ctx.tenancy.resolve(who, model_id)
-    shown = view(model.manifest.model_copy(update={"id": model_id}))
+    shown = view(model.manifest.model_copy(update={"id": model_id}), ctx.settings)
     try:
         shown.job = await ctx.db.call(store.lineage, model.manifest.id)
     except Exception as exc:  # the model serves without its record; say nothing wrong

@@ -197,6 +197,10 @@ def test_models_list_and_get(service_url):
     assert base["task"] == "feature-extraction" and base["zero_shot"] is True
     assert base["endpoints"] == ["text-classification", "extractive-qa", "embeddings"]
     assert base["precision"] in {"int8", "fp32"} and base["created_at"]
+    # what a replica serves on this hardware (CPU), and why
+    serving = base["serving"]
+    assert (serving["precision"], serving["device"]) == (base["precision"], "cpu")
+    assert "cosine" in serving["reason"]
     status, one = get(f"{service_url}/v1/models/base")
     assert status == 200 and one == base
     _error(*get(f"{service_url}/v1/models/nope"), 404, "model_not_found")
