@@ -96,15 +96,24 @@ def ingress_settings(settings: Settings) -> dict:
     }
 
 
-def deploy(settings: Settings, *, name: str = "tuneserve", route_prefix: str = "/") -> None:
-    """Start Serve's HTTP proxy on the configured address and deploy the application."""
+def deploy(
+    settings: Settings,
+    *,
+    name: str = "tuneserve",
+    route_prefix: str = "/",
+    proxy_port: int | None = None,
+) -> None:
+    """Start Serve on the configured address and deploy the application. Serve's HTTP proxy
+    listens on the configured port, or, with direct ingress (`tuneserve run`: the ingress
+    replica itself answers on that port, service/cli/local_ray.py), on `proxy_port`: Ray
+    2.60 keeps a fallback proxy on the head node even then."""
     serve.start(
         http_options={
             "host": settings.host,
-            "port": settings.port,
+            "port": proxy_port or settings.port,
             # a request that hangs is answered, never held for ever
             "request_timeout_s": settings.request_timeout_s,
-        }
+        },
     )
     serve.run(build_app(settings.app_args()), name=name, route_prefix=route_prefix, blocking=False)
 

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     autoscaling_target_ongoing: float = Field(
         8.0, gt=0, description="ongoing requests per replica that autoscaling aims for"
     )
+    direct_ingress: bool = Field(
+        True,
+        description="`tuneserve run` on a local Ray: the ingress replica answers on `port` "
+        "itself, without Serve's proxy actor in the path",
+    )
     model_replica_cpus: float = Field(1.0, ge=0, description="Ray CPUs reserved per replica")
     model_replica_gpus: float = Field(
         0.0, ge=0, description="Ray GPUs reserved per replica (a fraction shares one GPU)"

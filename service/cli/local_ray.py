@@ -28,6 +28,13 @@ SERVE_FAST_PATH = {
     # for an upload or a download at TUNESERVE_MAX_UPLOAD_BYTES (512 MiB) and its envelope
     "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(2**30),
 }
+# Direct ingress (`tuneserve run` on one machine): the ingress replica answers HTTP on the
+# service's port itself, with no proxy actor in between (service.main.deploy); the drain a
+# replica waits for before stopping is for a load balancer to notice, which one machine lacks.
+DIRECT_INGRESS = {
+    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+}
 DASHBOARD_PORT = 8265
 RAY_AGENT_PORT = 52365  # Ray's fixed dashboard-agent port
 
@@ -52,6 +59,28 @@ def local_ray_env(tmp_root: str | None = None) -> str:
     tmp = tempfile.mkdtemp(prefix="tsray-", dir=tmp_root)
     os.environ["RAY_TMPDIR"] = tmp
     return tmp
+
+
+def direct_ingress_env(port: int) -> None:
+    """Before Ray starts: the one ingress replica takes `port` for HTTP (Serve allocates a
+    replica's port from a range; here the range is that one port)."""
+    os.environ.update(DIRECT_INGRESS)
+    os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(port)
+    os.environ["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(port + 1)
+
+
+def wait_port_free(port: int, timeout_s: float = 120.0) -> None:
+    """Wait until nothing listens on `port` (127.0.0.1). Under direct ingress the replica
+    must get that one port, and Serve gives up on a port it once found taken; a service
+    killed by SIGKILL leaves its replicas to exit for a while."""
+    deadline = time.monotonic() + timeout_s
+    while not _port_free(port):
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"port {port} is in use (another service, or the replicas of one that was "
+                f"killed and have not exited after {timeout_s:.0f} s); stop it or pick --port"
+            )
+        time.sleep(0.5)
 
 
 def free_port() -> int:

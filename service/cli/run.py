@@ -11,7 +11,14 @@ import sys
 import threading
 from pathlib import Path
 
-from service.cli.local_ray import local_ray_env, start_ray, wait_ready
+from service.cli.local_ray import (
+    direct_ingress_env,
+    free_port,
+    local_ray_env,
+    start_ray,
+    wait_port_free,
+    wait_ready,
+)
 from service.cli.store import import_base
 from service.settings import Settings
 
@@ -48,6 +55,10 @@ def settings_for(args: argparse.Namespace) -> Settings:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     ray_tmp = local_ray_env() if not settings.ray_address else None
+    direct = settings.direct_ingress and not settings.ray_address
+    if direct:
+        direct_ingress_env(settings.port)
+        wait_port_free(settings.port)
     if settings.database_url and not settings.ray_address:
         # replicas read a database password from their own environment (replica_db_url): the
         # local Ray started here inherits this process's
@@ -61,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         start_ray(settings.ray_address)
         from service.main import deploy
 
-        deploy(settings)
+        deploy(settings, proxy_port=free_port() if direct else None)
         url = f"http://{settings.host}:{settings.port}"
         wait_ready(url)
         _banner(settings, url)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from service.settings import Settings
@@ -22,10 +24,14 @@ def import_base(settings: Settings) -> None:
     )
     from training.encoders import ensure_base
 
-    manifest, _ = ensure_base(settings.home, settings.base_model)
+    # in a child process: the export needs torch and transformers (about 1 GB resident),
+    # which the process that then runs the service would otherwise hold for its whole life
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as child:
+        manifest, _ = child.submit(ensure_base, settings.home, settings.base_model).result()
     assert manifest.parity is not None
     print(
-        f"  exported fp32 + int8 ONNX; serving {manifest.precision}; int8 cosine to PyTorch "
+        f"  exported fp32, int8 and fp16 ONNX; serving {manifest.precision}; int8 cosine to PyTorch "
         f"{manifest.parity.mean_cosine.get('int8', float('nan')):.4f}",
         flush=True,
     )

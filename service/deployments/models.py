@@ -65,6 +65,10 @@ class ModelServer:
         min_encoder_cosine: float = 0.95,
     ):
         bind_replica_grpc_to_node_ip()
+        # The fast tokenizer's Rust thread pool is as wide as the machine unless told; a
+        # replica's share of the cores is its ONNX Runtime threads (read when the pool starts,
+        # on the first batch encoded in this process)
+        os.environ["RAYON_NUM_THREADS"] = str(threads)
         self.registry = Registry(Path(home), base_model)
         # which precision and device each model is served with (inference/precision.py)
         self.load_options = functools.partial(
