@@ -7,7 +7,10 @@ shapes (2 replicas x 1 ONNX Runtime thread, 1 replica x 2 threads) and the basel
 (bench/baseline_app.py: uvicorn, `transformers.pipeline`, PyTorch, the same fine-tuned
 model). A bounded async load generator sends `/v1/classify` requests at concurrency 1, 8 and
 32 with 1 and 8 texts a request, for `--seconds` each, and reports requests/s, sequences/s and
-p50/p95/p99 latency. Last, 20 variants of the model under round-robin traffic against one
+p50/p95/p99 latency; `wrk` (Debian's C load generator, which takes little of the cores the
+servers share) sends the same one-text request at concurrency 1 and 32 to each server. The
+model alone (one ONNX Runtime thread, one text a call, in this process, times the cores) is
+the ceiling the service's throughput is compared with. Last, 20 variants of the model under round-robin traffic against one
 variant, on the first shape. Prints markdown tables; `--json` writes the rows.
 `--many-variants` adds head-only variants by the hundred and thousand (bench/variants.py, its
 own server: one replica, so that its RSS can be read); `--embeddings` adds /v1/embeddings
@@ -25,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.load import REPO, Server, free_port, load, texts
+from bench.load import REPO, Server, free_port, load, texts, wrk
 from bench.report import line_charts, markdown_table
 from training import artifacts
 
@@ -65,7 +68,13 @@ def table(rows: list[dict]) -> str:
 
 
 def run_grid(rows: list[dict], name: str, url: str, model: str, seconds: float) -> None:
+    """The Python client's grid, then `wrk` at concurrency 1 and 32 with one text."""
     pool = texts()
+    for c in (1, 32):
+        r = wrk(url, {"model": model, "inputs": [pool[0]]}, c, seconds)
+        rows.append({"server": f"{name} (wrk)", "per_request": 1, "concurrency": c,
+                     "seqs_per_s": r["requests_per_s"], "p95_ms": float("nan"), **r})  # fmt: skip
+        print(f"{name} wrk c={c}: {r['requests_per_s']:.1f} req/s", flush=True)
     for k, c in GRID:
         r = asyncio.run(load(url, [model], k, c, seconds, pool))
         rows.append({"server": name, "per_request": k, "concurrency": c, **r})
@@ -134,15 +143,41 @@ def baseline(rows: list[dict], args) -> None:
         server.stop()
 
 
-def summary(rows: list[dict], shapes: list[tuple[str, int, int]]) -> None:
-    base = {(r["per_request"], r["concurrency"]): r for r in rows if r["server"] == BASELINE}
-    for name, *_ in shapes:
-        mine = {(r["per_request"], r["concurrency"]): r for r in rows if r["server"] == name}
-        c32, c1 = mine[(1, 32)], mine[(1, 1)]
-        print(
-            f"\n{name}: concurrency 32, 1 text: {c32['requests_per_s'] / base[(1, 32)]['requests_per_s']:.2f}x "
-            f"the baseline's requests/s; concurrency 1: p50 {c1['p50_ms']:.1f} ms vs {base[(1, 1)]['p50_ms']:.1f} ms"
-        )
+def replicas_alone(home: Path, model: str, seconds: float) -> float:
+    """Sequences/s of the model in this process, one ONNX Runtime thread, one text a call:
+    what a replica could do with no service around it."""
+    import time
+
+    from service.inference.models import load_model
+
+    runtime, pool = load_model(artifacts.model_dir(home, model), threads=1), texts()
+    done, deadline = 0, time.monotonic() + seconds
+    start = time.monotonic()
+    while time.monotonic() < deadline:
+        runtime.classify([pool[done % len(pool)]])
+        done += 1
+    return done / (time.monotonic() - start)
+
+
+def summary(rows: list[dict], shapes: list[tuple[str, int, int]], ceiling: float) -> None:
+    for client in ("", " (wrk)"):
+        base = {
+            (r["per_request"], r["concurrency"]): r
+            for r in rows
+            if r["server"] == BASELINE + client
+        }
+        for name, *_ in shapes:
+            mine = {
+                (r["per_request"], r["concurrency"]): r
+                for r in rows
+                if r["server"] == name + client
+            }
+            c32, c1 = mine[(1, 32)], mine[(1, 1)]
+            print(
+                f"{name}{client}: concurrency 32, 1 text: {c32['requests_per_s'] / base[(1, 32)]['requests_per_s']:.2f}x "
+                f"the baseline's requests/s, {c32['requests_per_s'] / ceiling:.0%} of the replicas alone "
+                f"({ceiling:.0f}/s); concurrency 1: p50 {c1['p50_ms']:.1f} ms vs {base[(1, 1)]['p50_ms']:.1f} ms"
+            )
     one = next(r for r in rows if r["server"].endswith("1 variant round-robin"))
     many = next(r for r in rows if r["server"].endswith("variants round-robin"))
     print(
@@ -152,7 +187,11 @@ def summary(rows: list[dict], shapes: list[tuple[str, int, int]]) -> None:
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
     """Requests/s and p50 latency against concurrency, a line per server, for 1 and 8 texts."""
-    servers = [s for s in dict.fromkeys(r["server"] for r in rows) if "round-robin" not in s]
+    servers = [
+        s
+        for s in dict.fromkeys(r["server"] for r in rows)
+        if "round-robin" not in s and "wrk" not in s
+    ]
     panels = []
     for k in (1, 8):
         for metric, label in (("requests_per_s", "requests/s"), ("p50_ms", "p50 latency, ms")):
@@ -194,6 +233,8 @@ def main() -> None:
     cores = os.cpu_count() or 2
     shapes = [("tuneserve 2x1 thread", cores, 1), ("tuneserve 1x2 threads", 1, cores)]
     rows: list[dict] = []
+    ceiling = replicas_alone(args.home, args.model, args.seconds) * cores  # one per core
+    print(f"the model alone: {ceiling / cores:.1f} sequences/s a core", flush=True)
     for i, shape in enumerate(shapes):
         tuneserve(
             rows, args, shape, variants(args.home, args.model, args.variants) if i == 0 else None
@@ -203,7 +244,7 @@ def main() -> None:
         f"\nmodel {args.model} ({manifest.precision}), {args.seconds:.0f} s a point, {cores} cores\n"
     )
     print(table(rows))
-    summary(rows, shapes)
+    summary(rows, shapes, ceiling)
     results = REPO / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
     plot(
