@@ -198,8 +198,8 @@ async def load(
     }
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants (the service's Ray processes)."""
+def tree(pid: int) -> list[int]:
+    """A process and all its descendants (the service's Ray processes)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -210,16 +210,37 @@ def tree_rss(pid: int) -> int:
         except (OSError, ValueError, IndexError):
             continue
         children.setdefault(ppid, []).append(int(entry))
-    total, todo, page = 0, [pid], os.sysconf("SC_PAGE_SIZE")
+    found, todo = [], [pid]
     while todo:
         p = todo.pop()
+        found.append(p)
+        todo.extend(children.get(p, []))
+    return found
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants."""
+    total, page = 0, os.sysconf("SC_PAGE_SIZE")
+    for p in tree(pid):
         try:
             with open(f"/proc/{p}/statm") as f:
                 total += int(f.read().split()[1]) * page
         except (OSError, ValueError, IndexError):
             pass
-        todo.extend(children.get(p, []))
     return total
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process and its descendants have used so far."""
+    total, tick = 0, os.sysconf("SC_CLK_TCK")
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / tick
 
 
 def wrk(url: str, body: dict, connections: int, seconds: float) -> dict:
