@@ -28,6 +28,10 @@ def test_a_short_soak_has_no_errors_and_no_memory_growth(store):
             "5",
             "--capacity-s",
             "3",
+            # 3 s probes read above what the 2 cores sustain for 30 s with the Python client
+            # sharing them (since direct ingress, seen once at 345/s, then 276/s not held)
+            "--share",
+            "0.6",
         ],
         capture_output=True,
         text=True,
