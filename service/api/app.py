@@ -17,6 +17,7 @@ from service.api import middleware
 from service.api.deps import Context
 from service.api.routes import (
     admin,
+    console,
     embeddings,
     files,
     fill_mask,
@@ -53,6 +54,7 @@ def create_app(context: Context | None = None) -> FastAPI:
         health.router,
     ):
         app.include_router(router)
+    console.mount(app)
     _install_error_handlers(app)
     if context is not None:
         s = context.settings

@@ -53,6 +53,11 @@ class ModelView(BaseModel):
         description="what a model replica serves for it on the hardware the replicas are "
         "given: the precision, the device, and why (head-only variants ride on their base)",
     )
+    export: dict | None = Field(
+        None,
+        description="the export's parity report: each ONNX graph (fp32, int8, fp16) against "
+        "PyTorch on the same inputs (max_abs_diff, cosines, validation_metric, fill_mask_top1)",
+    )
     job: dict | None = Field(
         None,
         description="for a model a job made: the job id, its base, the training data's sha256",

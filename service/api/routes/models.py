@@ -57,6 +57,7 @@ def view(manifest: Manifest, settings: Settings | None = None) -> ModelView:
             "head_only": manifest.head_only,
             "created_at": manifest.created_at,
             "serving": serving(settings, manifest) if settings else None,
+            "export": manifest.parity.model_dump() if manifest.parity else None,
         }
     )
 
