@@ -153,6 +153,17 @@ def test_upload_train_watch_open_try_and_cancel(browser, world):
     file_id = re.search(r"file-[0-9a-f]{24}", status).group(0)
     assert page.locator(f"#file-list button[data-file='{file_id}']").count() == 1
     _shot(page, "files")
+    # another file, deleted from the list (the confirmation is accepted: _page)
+    spare = classification_file(world["data"] / "spare.jsonl", rows=20)
+    page.set_input_files("#upload input[type=file]", str(spare))
+    page.click("#upload button[type=submit]")
+    page.wait_for_selector("#upload-status .ok >> text=spare.jsonl")
+    spare_id = re.search(r"file-[0-9a-f]{24}", page.text_content("#upload-status")).group(0)
+    page.click(f"#file-list button[data-file='{spare_id}']")
+    page.wait_for_selector(f"#file-list button[data-file='{spare_id}']", state="detached")
+    acme = httpx.Client(base_url=world["url"],
+                        headers={"Authorization": f"Bearer {world['keys']['acme']}"})  # fmt: skip
+    assert acme.get(f"/v1/files/{spare_id}").status_code == 404
 
     # Jobs: start one, and watch its loss chart gain points while it runs
     job_id = _start_job(page, file_id, WATCHABLE, epochs=2)
@@ -209,8 +220,6 @@ def test_upload_train_watch_open_try_and_cancel(browser, world):
     page.wait_for_selector(".job h1 .badge[data-status=running]", timeout=JOB_TIMEOUT_MS)
     page.click("#cancel-job")
     page.wait_for_selector(".job h1 .badge[data-status=cancelled]", timeout=60_000)
-    acme = httpx.Client(base_url=world["url"],
-                        headers={"Authorization": f"Bearer {world['keys']['acme']}"})  # fmt: skip
     assert acme.get(f"/v1/fine_tuning/jobs/{second}").json()["status"] == "cancelled"
     page.click("nav >> text=Jobs")
     page.wait_for_selector("table.jobs")
