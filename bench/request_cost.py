@@ -6,6 +6,12 @@ profile of the ingress replica (py-spy, sampling) for each, as a table of where 
 goes.
 
     python bench/request_cost.py [--home .tuneserve] [--seconds 15] [--model base]
+
+With `--compare NAME=V1,V2,...`: instead, one switch alone. The service is started once for
+each value of the environment variable NAME, in the order given (alternate them: A,B,A,B),
+and measured with direct ingress at 32 connections, with 1 and with 8 texts a request. For
+example the tokenizer's thread pool (`TUNESERVE_TOKENIZER_THREADS=1,16`: the default is the
+replica's ONNX Runtime threads, 1; the pool works across the texts of a batch).
 """
 
 from __future__ import annotations
@@ -63,22 +69,57 @@ def measure(url: str, service: int, body: dict, seconds: float) -> dict:
     return {**r, "cpu_ms": 1000 * used / (r["requests_per_s"] * seconds)}
 
 
+def start(home: Path, logs: Path, **env: str) -> tuple[Server, int]:
+    port = free_port()
+    env = {**os.environ, "TUNESERVE_HOME": str(home), "TUNESERVE_PORT": str(port), **env}
+    server = Server([sys.executable, "-m", "service.cli", "run"], env,
+                    f"http://127.0.0.1:{port}/readyz", logs / "request-cost.log")  # fmt: skip
+    return server, port
+
+
+def request(model: str, texts: int) -> dict:
+    sentences = ["the film was a delight from start to finish", "a tedious, overlong mess",
+                 "I would watch it again tomorrow", "the plot makes no sense at all"]  # fmt: skip
+    body: dict = {"model": model, "inputs": [sentences[i % 4] for i in range(texts)]}
+    if model == "base":
+        body["labels"] = ["positive", "negative"]
+    return body
+
+
+def compare(args, home: Path, logs: Path) -> None:
+    name, _, values = args.compare.partition("=")
+    rows = []
+    for value in values.split(","):
+        server, port = start(home, logs, **{name: value})
+        try:
+            url = f"http://127.0.0.1:{port}/v1/classify"
+            for texts in (1, 8):
+                wrk(url, request(args.model, texts), 32, 3)  # warm
+                r = measure(url, server.proc.pid, request(args.model, texts), args.seconds)
+                rows.append({"value": value, "texts": texts, **r,
+                             "sequences_per_s": r["requests_per_s"] * texts})  # fmt: skip
+        finally:
+            server.stop()
+    print(markdown_table([(name, "{value}"), ("texts/request", "{texts}"),
+                          ("requests/s", "{requests_per_s:.1f}"), ("sequences/s", "{sequences_per_s:.1f}"),
+                          ("p50 ms", "{p50_ms:.1f}"), ("CPU ms a request, all processes", "{cpu_ms:.2f}")],
+                         rows))  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--home", type=Path, default=Path(".tuneserve"))
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--model", default="base")
+    p.add_argument("--compare", help="NAME=V1,V2,...: an environment variable's values")
     args = p.parse_args()
     home = args.home.resolve()
     logs = home / "bench"
     logs.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    env = {**os.environ, "TUNESERVE_HOME": str(home), "TUNESERVE_PORT": str(port)}
-    server = Server([sys.executable, "-m", "service.cli", "run"], env,
-                    f"http://127.0.0.1:{port}/readyz", logs / "request-cost.log")  # fmt: skip
-    body = {"model": args.model, "inputs": ["the film was a delight from start to finish"]}
-    if args.model == "base":
-        body["labels"] = ["positive", "negative"]
+    if args.compare:
+        return compare(args, home, logs)
+    server, port = start(home, logs)
+    body = request(args.model, 1)
     try:
         time.sleep(3)
         found = re.search(r"HTTP port: (\d+)", (logs / "request-cost.log").read_text())

@@ -46,6 +46,7 @@ def build_app(args: dict | None = None) -> Application:
         str(settings.home),
         settings.base_model,
         threads=settings.ort_threads,
+        tokenizer_threads=settings.tokenizer_threads,
         max_models=settings.max_models_per_replica,
         max_heads=settings.max_heads_per_replica,
         max_head_bytes=settings.max_head_mib_per_replica << 20,

@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     ort_threads: int = Field(
         1, ge=1, description="ONNX Runtime intra-op threads per replica (one replica per core)"
     )
+    tokenizer_threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="threads of the fast tokenizer's pool per model replica (default: "
+        "ort_threads, the replica's share of the cores; the tokenizer's own default is every "
+        "core of the node)",
+    )
     max_models_per_replica: int = Field(4, ge=1, description="LRU size of loaded models")
     model_calls_in_flight: int | None = Field(
         None,

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 CRDS = ROOT.parent / "shared" / "kuberay-crds"
-KUSTOMIZATIONS = ["overlays/dev", "overlays/prod", "pretrain"]
+KUSTOMIZATIONS = ["overlays/dev", "overlays/prod", "overlays/direct-ingress", "pretrain"]
 
 _spec = importlib.util.spec_from_file_location("deploy_validate", DEPLOY / "validate.py")
 validate_mod = importlib.util.module_from_spec(_spec)
@@ -354,9 +354,32 @@ def test_the_image_base_is_the_ray_release_of_the_project():
 def test_the_pods_get_the_same_serve_switches_as_a_local_run(rendered):
     from service.cli.local_ray import SERVE_FAST_PATH
 
-    for overlay in ("overlays/dev", "overlays/prod"):
+    for overlay in ("overlays/dev", "overlays/prod", "overlays/direct-ingress"):
         data = one(rendered[overlay], "ConfigMap", "tuneserve-settings")["data"]
         assert {k: data.get(k) for k in SERVE_FAST_PATH} == SERVE_FAST_PATH, overlay
+
+
+def test_the_direct_ingress_overlay_is_prod_without_the_proxy_actor(rendered):
+    """HAProxy in each pod on 8000, straight to the ingress replica's own port, as
+    `tuneserve run` answers on the ingress replica's port; otherwise exactly prod."""
+    from service.cli.local_ray import DIRECT_INGRESS
+
+    prod, direct = rendered["overlays/prod"], rendered["overlays/direct-ingress"]
+    settings = one(direct, "ConfigMap", "tuneserve-settings")["data"]
+    switch = "RAY_SERVE_ENABLE_DIRECT_INGRESS"
+    assert settings[switch] == DIRECT_INGRESS[switch] == "1"
+    assert settings["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    assert settings["RAY_SERVE_DEFAULT_HTTP_HOST"] == "0.0.0.0"  # HAProxy's frontend, per pod
+    assert one(prod, "ConfigMap", "tuneserve-settings")["data"].get(switch) is None
+    without = {k: v for k, v in settings.items() if k not in (switch, "RAY_SERVE_ENABLE_HA_PROXY")}
+    assert without == one(prod, "ConfigMap", "tuneserve-settings")["data"]
+    assert one(direct, "RayService", "tuneserve") == one(prod, "RayService", "tuneserve")
+    # clients still reach only 8000 (now HAProxy); the replica's port is pod-to-pod
+    policy = one(direct, "NetworkPolicy", "tuneserve")["spec"]["ingress"]
+    assert [r.get("ports") for r in policy] == [None, [{"protocol": "TCP", "port": 8000}]]
+    assert policy[0]["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "tuneserve"}}}
+    ]
 
 
 def _pods(objects: list[dict]):

@@ -54,6 +54,7 @@ class ModelServer:
         base_model: str,
         *,
         threads: int = 1,
+        tokenizer_threads: int | None = None,
         max_models: int = 4,
         max_heads: int = 10_000,
         max_head_bytes: int = 256 << 20,
@@ -67,8 +68,8 @@ class ModelServer:
         bind_replica_grpc_to_node_ip()
         # The fast tokenizer's Rust thread pool is as wide as the machine unless told; a
         # replica's share of the cores is its ONNX Runtime threads (read when the pool starts,
-        # on the first batch encoded in this process)
-        os.environ["RAYON_NUM_THREADS"] = str(threads)
+        # on the first batch encoded in this process). bench/request_cost.py measures it.
+        os.environ["RAYON_NUM_THREADS"] = str(tokenizer_threads or threads)
         self.registry = Registry(Path(home), base_model)
         # which precision and device each model is served with (inference/precision.py)
         self.load_options = functools.partial(

@@ -214,6 +214,14 @@ def test_upload_train_watch_open_try_and_cancel(browser, world):
     page.click("#pg-form button[type=submit]")
     page.wait_for_selector("#pg-result .result")
     assert page.text_content("#pg-result .label") in ("complaint", "praise")
+    # and QA (sentence selection): a sentence of the context, with its offsets
+    page.select_option("#pg-task", "extractive-qa")
+    sentences = ["The tower stands in Paris.", "Refunds take five days."]
+    page.fill("#pg-context", " ".join(sentences))
+    page.fill("#pg-question", "Where is the tower?")
+    page.click("#pg-form button[type=submit]")
+    page.wait_for_selector("#pg-result .result")
+    assert page.text_content("#pg-result .label") in sentences
 
     # a second job, cancelled from its page while it trains
     second = _start_job(page, file_id, WATCHABLE, epochs=20)

@@ -2,27 +2,38 @@
 import { api } from "./api.js";
 import { errorBox, h, replace, score, table } from "./ui.js";
 
+const TRIED = ["text-classification", "extractive-qa", "fill-mask"]; // what a form here asks
+
 export async function playgroundPage(chosen) {
-  const models = (await api("/v1/models")).data.filter((m) =>
-    m.endpoints.some((e) => ["text-classification", "extractive-qa", "fill-mask"].includes(e)));
+  const models = (await api("/v1/models")).data.filter((m) => m.endpoints.some((e) => TRIED.includes(e)));
   const picker = h(
     "select", { id: "pg-model" },
     models.map((m) => h("option", { value: m.id, selected: m.id === chosen }, `${m.id} (${m.task})`)),
   );
+  const task = h("select", { id: "pg-task" });
   const form = h("div");
   const out = h("div", { id: "pg-result", "aria-live": "polite" });
+  const model = () => models.find((m) => m.id === picker.value);
   const show = () => {
-    const model = models.find((m) => m.id === picker.value);
     replace(out);
-    replace(form, model ? formFor(model, out) : h("p", { class: "muted" }, "No model to try."));
+    replace(form, model() ? formFor(model(), task.value, out) : h("p", { class: "muted" }, "No model to try."));
   };
-  picker.addEventListener("change", show);
-  show();
-  return h("section", {}, h("h1", {}, "Playground"), h("label", { class: "field" }, h("span", {}, "model"), picker), form, out);
+  picker.addEventListener("change", () => {
+    // a base encoder answers zero-shot classification and QA (sentence selection)
+    const endpoints = model() ? model().endpoints.filter((e) => TRIED.includes(e)) : [];
+    replace(task, endpoints.map((e) => h("option", { value: e }, e)));
+    show();
+  });
+  task.addEventListener("change", show);
+  picker.dispatchEvent(new Event("change"));
+  return h(
+    "section", {}, h("h1", {}, "Playground"),
+    h("label", { class: "field" }, h("span", {}, "model"), picker),
+    h("label", { class: "field" }, h("span", {}, "task"), task), form, out,
+  );
 }
 
-function formFor(model, out) {
-  const endpoint = ["text-classification", "extractive-qa", "fill-mask"].find((e) => model.endpoints.includes(e));
+function formFor(model, endpoint, out) {
   const build = { "text-classification": classify, "extractive-qa": qa, "fill-mask": fillMask }[endpoint];
   const [controls, request, render] = build(model);
   const form = h("form", { id: "pg-form", class: "card" }, controls, h("button", { type: "submit" }, "Run"));
