@@ -130,9 +130,11 @@ class Scaling(_Strict):
     cpus_per_worker: float = Field(1.0, gt=0)
 
     @model_validator(mode="after")
-    def _amp_needs_gpu(self) -> Scaling:
-        if self.mixed_precision != "no" and not self.use_gpu:
-            raise ValueError(f"mixed_precision {self.mixed_precision!r} needs use_gpu: true")
+    def _fp16_needs_gpu(self) -> Scaling:
+        # bf16 autocast runs on CPUs too (fast where they have AVX-512 BF16 or AMX); fp16
+        # autocast with its loss scaling is a GPU's
+        if self.mixed_precision == "fp16" and not self.use_gpu:
+            raise ValueError("mixed_precision 'fp16' needs use_gpu: true (on CPUs: 'bf16')")
         return self
 
 

