@@ -165,7 +165,16 @@ def test_upload_train_watch_open_try_and_cancel(browser, world):
                         headers={"Authorization": f"Bearer {world['keys']['acme']}"})  # fmt: skip
     assert acme.get(f"/v1/files/{spare_id}").status_code == 404
 
-    # Jobs: start one, and watch its loss chart gain points while it runs
+    # Jobs: a job the API refuses shows why, on the form
+    page.goto(page.url.split("#")[0] + "#/jobs")
+    page.locator("#new-job select[name=training_file]").select_option(file_id)
+    page.locator("#new-job input[name=n_epochs]").fill("-1")
+    page.locator("#new-job button[type=submit]").click()
+    page.wait_for_selector("#new-job .form-status .error")
+    assert "n_epochs" in page.text_content("#new-job .form-status .error")
+    assert "#/jobs/" not in page.url
+
+    # start one, and watch its loss chart gain points while it runs
     job_id = _start_job(page, file_id, WATCHABLE, epochs=2)
     page.wait_for_function("() => +document.querySelector('#loss-chart')?.dataset.points > 0",
                            timeout=JOB_TIMEOUT_MS)  # fmt: skip

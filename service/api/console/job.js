@@ -132,6 +132,6 @@ function timeline(events) {
   return h(
     "ol", { class: "timeline", reversed: true },
     [...events].slice(-300).reverse().map((e) =>
-      h("li", { class: e.level }, h("time", {}, time(e.created_at)), " ", e.message)),
+      h("li", { class: `level-${e.level}` }, h("time", {}, time(e.created_at)), " ", e.message)),
   );
 }
