@@ -46,6 +46,11 @@ def main(url: str) -> None:
     t = time.monotonic()
     wait_ready(http, 900)
     print(f"ready after {time.monotonic() - t:.0f} s")
+    # the console's static files are package data: a non-editable install must carry them
+    page = http.get("/console/")
+    if page.status_code != 200 or "<title>tuneserve console</title>" not in page.text:
+        raise SystemExit(f"the console: {page.status_code} {page.text[:200]}")
+    print("console served at /console/")
     body = {"model": "base", "inputs": ["a wonderful film"], "labels": ["positive", "negative"]}
     result = check(http.post("/v1/classify", json=body), "classify with base")["results"][0]
     print(f"base zero-shot: {result['label']} {result['score']:.2f}")
