@@ -122,7 +122,6 @@ def test_the_console_is_our_own_files_under_a_strict_policy(world):
         text = f.read_text().replace("http://www.w3.org/2000/svg", "")  # a name, not a fetch
         assert not re.search(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", text), f.name
         assert httpx.get(f"{url}/console/{f.name}").status_code == 200
-    assert httpx.get(f"{url}/console/../openapi.json").status_code in (200, 404)
     assert httpx.get(f"{url}/console/%2e%2e/%2e%2e/pyproject.toml").status_code == 404
     # the API behind it still wants a key
     assert httpx.get(f"{url}/v1/models").status_code == 401

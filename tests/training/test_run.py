@@ -1,11 +1,14 @@
 """Real Ray Train on CPU with the tiny BERT: every task trains, DDP, resume, export (training/run.py)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from testdata import classification_file, corpus_file, squad_file
 
 from training import artifacts
+from training.checkpoints import HF_DIR
 from training.config import FinetuneSpec, PretrainSpec
 from training.data import DataError
 from training.onnx import INPUT_NAMES, encode, load_tokenizer, session
@@ -41,17 +44,22 @@ def _losses(summary):
     return [h["eval_loss"] for h in summary["history"]]
 
 
-@pytest.fixture(scope="module")
-def cls_run(home, files):
-    spec = FinetuneSpec(
-        run_id="t-cls",
+def _classifier(run_id: str, files, epochs: int, scaling: dict, **spec) -> FinetuneSpec:
+    """A full-method classification run on the test data, few epochs."""
+    return FinetuneSpec(
+        run_id=run_id,
         task="text-classification",
         method="full",
         train_file=files["cls"],
-        hyperparameters={**FAST, "epochs": 4},
-        scaling=CPU,
+        hyperparameters={**FAST, "epochs": epochs},
+        scaling={**scaling, **CPU},
+        **spec,
     )
-    return run(spec, home)
+
+
+@pytest.fixture(scope="module")
+def cls_run(home, files):
+    return run(_classifier("t-cls", files, 4, {}), home)
 
 
 @pytest.fixture(scope="module")
@@ -244,20 +252,13 @@ def test_pretrained_encoder_serves_zero_shot_and_starts_a_fine_tune(
 def test_bf16_autocast_trains_on_cpu(home, files):
     """bf16 mixed precision runs without a GPU (the spec refuses only fp16 there) and learns;
     the checkpoint it keeps is fp32, as the export expects."""
-    spec = FinetuneSpec(
-        run_id="t-bf16",
-        task="text-classification",
-        method="full",
-        train_file=files["cls"],
-        export=False,
-        hyperparameters={**FAST, "epochs": 4},
-        scaling={"mixed_precision": "bf16", **CPU},
-    )
+    spec = _classifier("t-bf16", files, 4, {"mixed_precision": "bf16"}, export=False)
     summary = run(spec, home)
     losses = _losses(summary)
     assert losses[-1] < losses[0], losses
     assert summary["final"]["accuracy"] > 0.5
-    weights = next((home / "runs" / "t-bf16").rglob("*.safetensors"))
+    # the weights of the checkpoint the run chose (not the base's, copied in as its start)
+    weights = next((Path(summary["checkpoint"]) / HF_DIR).glob("*.safetensors"))
     from safetensors.torch import load_file
 
     assert {t.dtype for t in load_file(weights).values()} == {torch.float32}
@@ -283,16 +284,7 @@ def test_masked_lm_from_scratch_with_nsp(home, files):
 
 
 def test_two_worker_ddp(home, files):
-    spec = FinetuneSpec(
-        run_id="t-ddp",
-        task="text-classification",
-        method="full",
-        train_file=files["cls"],
-        export=False,
-        hyperparameters={**FAST, "epochs": 2},
-        scaling={"num_workers": 2, **CPU},
-    )
-    summary = run(spec, home)
+    summary = run(_classifier("t-ddp", files, 2, {"num_workers": 2}, export=False), home)
     assert summary["final"]["workers"] == 2 and summary["final"]["train_samples_per_s"] > 0
     # each worker sees half the data: half the steps of one worker per epoch (72 rows: 24 of
     # the 96 held out, training/prepare.py MIN_VALIDATION_ROWS)

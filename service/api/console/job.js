@@ -21,8 +21,15 @@ export async function jobPage(id, alive) {
   const seq = (e) => Number(e.id.split("-").pop());
   let job = await api(`/v1/fine_tuning/jobs/${enc(id)}`);
   for (const e of await listAll(`/v1/fine_tuning/jobs/${enc(id)}/events`)) events.set(e.id, e);
+  let checkpoints = [];
+  // the checkpoints are read again only when events came in: one is saved at an evaluation,
+  // and a job always records events after its last one (at the latest, when it ends)
+  let seen = -1;
   const draw = async () => {
-    const checkpoints = await listAll(`/v1/fine_tuning/jobs/${enc(id)}/checkpoints`, { limit: 100, maxPages: 5 });
+    if (events.size !== seen) {
+      seen = events.size;
+      checkpoints = await listAll(`/v1/fine_tuning/jobs/${enc(id)}/checkpoints`, { limit: 100, maxPages: 5 });
+    }
     const ordered = [...events.values()].sort((a, b) => seq(a) - seq(b));
     replace(parts.head, header(job, () => cancel(id, parts.head)));
     replace(parts.report, report(job));

@@ -5,7 +5,7 @@ import { facts, h, link, num, table, time } from "./ui.js";
 export function kind(m) {
   if (m.head_only) return `head-only on ${m.base}`;
   if (m.zero_shot) return "encoder (zero-shot)";
-  return m.method === "full" ? "full" : m.task === "masked-lm" ? "encoder" : "full";
+  return "full"; // a classifier of its own method `full`, or a QA model
 }
 
 export async function modelsPage() {
