@@ -23,9 +23,9 @@ export async function filesPage() {
     try {
       const f = await api("/v1/files", { method: "POST", form: new FormData(form) });
       const labels = f.labels ? `; labels: ${f.labels.join(", ")}` : "";
-      replace(status, h("div", { class: "ok" }, `${f.filename} accepted as ${f.id}: ${f.format}, ${f.rows} rows${labels}`));
       form.reset();
-      await refresh();
+      await refresh(); // the list holds the file by the time the page says it was accepted
+      replace(status, h("div", { class: "ok" }, `${f.filename} accepted as ${f.id}: ${f.format}, ${f.rows} rows${labels}`));
     } catch (err) {
       replace(status, errorBox(err));
     }
