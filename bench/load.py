@@ -8,7 +8,6 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import time
@@ -30,9 +29,10 @@ def texts() -> list[str]:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port for a service under test (see service.cli.local_ray.free_service_port)."""
+    from service.cli.local_ray import free_service_port
+
+    return free_service_port()
 
 
 def wait_ok(url: str, timeout_s: float = 240) -> None:

@@ -7,11 +7,13 @@ Nothing here imports Ray at module level: Ray reads its environment when it is i
 from __future__ import annotations
 
 import os
+import random
 import socket
 import tempfile
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 # Ray Serve's per-request path, trimmed (each is one of the switches of Ray's
 # RAY_SERVE_THROUGHPUT_OPTIMIZED, without its direct ingress): handle calls over gRPC, the
@@ -31,9 +33,13 @@ SERVE_FAST_PATH = {
 # Direct ingress (`tuneserve run` on one machine): the ingress replica answers HTTP on the
 # service's port itself, with no proxy actor in between (service.main.deploy); the drain a
 # replica waits for before stopping is for a load balancer to notice, which one machine lacks.
+# Serve also keeps a stopped replica's port out of use for 150 s (RAY_SERVE_PORT_QUARANTINE_S,
+# so that an HAProxy worker still draining cannot route to whoever takes it next): with no
+# HAProxy and a range of one port, that only stops a restarted ingress replica from serving.
 DIRECT_INGRESS = {
     "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+    "RAY_SERVE_PORT_QUARANTINE_S": "0",
 }
 DASHBOARD_PORT = 8265
 RAY_AGENT_PORT = 52365  # Ray's fixed dashboard-agent port
@@ -87,6 +93,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_service_port() -> int:
+    """A free port for a service to listen on, below the kernel's ephemeral range.
+
+    `free_port` answers from the ephemeral range, which every outgoing connection draws its
+    local port from, and Ray opens many: between our check and the ingress replica's bind,
+    one of them can take the port, and Serve then blocks it for good (its range is that
+    one port), so the service never comes up. Ports under the ephemeral range and above
+    Ray's worker ports (10002-19999) are taken only by listeners.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, max(low, 20001))
+        if _port_free(port):
+            return port
+    return free_port()
 
 
 def _port_free(port: int) -> bool:

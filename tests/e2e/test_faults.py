@@ -131,9 +131,9 @@ def _until(predicate, timeout_s: float, what: str):
 def database_behind_a_proxy(ray_session, service_url, store, pg_admin):
     """An app whose PostgreSQL is reached through tests/tcp_proxy.py: kill the proxy, and the
     database is gone for the service (connections reset, new ones refused)."""
-    from service.cli.local_ray import free_port
+    from service.cli.local_ray import free_service_port
 
-    port = free_port()
+    port = free_service_port()
     proxy = {"proc": _start_proxy(port)}
     with (
         fresh_pg_database(pg_admin) as url,

@@ -26,7 +26,7 @@ from conftest import fresh_pg_database, resumed_step, wait_for_checkpoint
 from sqlalchemy import func, select
 from testdata import classification_file
 
-from service.cli.local_ray import free_port, wait_ready
+from service.cli.local_ray import free_service_port, wait_ready
 from service.db import Database, Job, Model
 
 pytestmark = pytest.mark.slow
@@ -137,7 +137,7 @@ def service(store, pg_admin):
     shutil.copytree(store / "models" / "base", home / "models" / "base")
     with fresh_pg_database(pg_admin) as url:
         url = url.replace("postgres@", f"postgres:{PASSWORD}@")
-        svc = Service(home, free_port(), tmp, url)
+        svc = Service(home, free_service_port(), tmp, url)
         yield svc
         svc.stop()
     shutil.rmtree(tmp, ignore_errors=True)

@@ -1,5 +1,7 @@
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 from training import artifacts
 
@@ -31,3 +33,17 @@ def test_import_base_is_done_once(tiny_encoder_dir, tmp_path):
     assert onnx.stat().st_mtime == mtime
     listed = _cli("models", "--home", str(tmp_path))
     assert listed.stdout.split()[:2] == ["base", "feature-extraction"]
+
+
+def test_a_service_port_is_free_and_below_the_ephemeral_range():
+    """Ray's outgoing connections draw local ports from the ephemeral range; a direct-ingress
+    port there can be taken between the check and the replica's bind."""
+    from service.cli.local_ray import free_service_port
+
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {free_service_port() for _ in range(20)}
+    assert all(20000 <= p < low for p in ports)
+    assert len(ports) > 1  # not one fixed port that two services would both pick
+    for port in ports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
