@@ -38,12 +38,13 @@ from service.cli.local_ray import local_ray_env
 from service.inference.models import load_model
 from service.settings import Settings
 from training import artifacts
+from training.artifacts import HEAD_FILE
 from training.baseline import label_sentences
 from training.config import FinetuneSpec, auto_epochs
 from training.data import ClassificationData, read_classification
 from training.embed import Embedder
 from training.encoders import ensure_base
-from training.heads import L2_GRID, choose_and_fit, prototype_head
+from training.heads import L2_GRID, Head, choose_and_fit, prototype_head
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -101,7 +102,9 @@ class Curve:
         fit_s = time.perf_counter() - started
         return accuracy(head.predict(self.x_test), self.y_test), fit_s
 
-    def full(self, rows: list[int], seed: int, work: Path) -> tuple[float, float]:
+    def full(self, rows: list[int], seed: int, work: Path) -> tuple[float, float, str]:
+        """Accuracy, wall seconds, and how the run ended: its epochs when cross-validation
+        chose them ("cv N ep"), "head" when it gave way to the head method."""
         from training.run import run
 
         run_id = f"lc-{self.name.replace(' ', '-').lower()}-{len(rows)}-{seed}"
@@ -120,13 +123,20 @@ class Curve:
         )
         started = time.perf_counter()
         try:
-            run(spec, self.home, replace_model=True)
+            summary = run(spec, self.home, replace_model=True)
             wall = time.perf_counter() - started
-            model = load_model(artifacts.model_dir(self.home, run_id), threads=2)
-            results = model.classify(self.test.texts)
+            choice = self.home / "runs" / run_id / "cv" / "choice.json"
+            how = f"cv {json.loads(choice.read_text())['epochs']} ep" if choice.is_file() else ""
+            folder = artifacts.model_dir(self.home, run_id)
             index = {label: i for i, label in enumerate(self.labels)}
+            if summary["method"] == "head":  # served through base's graph: the same vectors
+                manifest = artifacts.read_manifest(folder)
+                head = Head.load(folder / manifest.files.get("head", HEAD_FILE))
+                pred = np.array([index[manifest.labels[j]] for j in head.predict(self.x_test)])
+                return accuracy(pred, self.y_test), wall, "head"
+            results = load_model(folder, threads=2).classify(self.test.texts)
             pred = np.array([index[r["label"]] for r in results])
-            return accuracy(pred, self.y_test), wall
+            return accuracy(pred, self.y_test), wall, how
         finally:
             artifacts.remove_model_dir(self.home, run_id)
             shutil.rmtree(self.home / "runs" / run_id, ignore_errors=True)
@@ -148,16 +158,17 @@ def measure(curve: Curve, args, work: Path) -> list[dict]:
     rows_out = []
     zero = curve.zero_shot()
     for n in args.sizes:
-        head, full, fit_s, full_s = [], [], [], []
+        head, full, fit_s, full_s, how = [], [], [], [], []
         for seed in range(args.seeds):
             rows = draw(curve.pool, n, seed)
             acc, secs = curve.head(rows, seed)
             head.append(acc)
             fit_s.append(secs)
             if not args.no_full and seed < args.full_seeds:
-                acc, secs = curve.full(rows, seed, work)
+                acc, secs, ended = curve.full(rows, seed, work)
                 full.append(acc)
                 full_s.append(secs)
+                how.append(ended)
         row = {
             "set": curve.name,
             "per_label": n,
@@ -169,6 +180,7 @@ def measure(curve: Curve, args, work: Path) -> list[dict]:
             "full": statistics.mean(full) if full else float("nan"),
             "full_sd": statistics.pstdev(full) if len(full) > 1 else 0.0,
             "full_s": statistics.mean(full_s) if full_s else float("nan"),
+            "full_how": ", ".join(h for h in how if h),
         }
         print(json.dumps(row), flush=True)
         rows_out.append(row)
@@ -216,6 +228,7 @@ def main() -> int:
                 ("full %", "{full:.1f}"),
                 ("head fit s", "{head_fit_s:.2f}"),
                 ("full run s", "{full_s:.0f}"),
+                ("full: chosen", "{full_how}"),
             ],
             rows,
         )

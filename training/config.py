@@ -116,6 +116,14 @@ class Hyperparameters(_Strict):
         description="classification: the sentence each label is put in to start the head at "
         "zero-shot quality ({} is the label); default the service's zero-shot template",
     )
+    cv_folds: int | None = Field(
+        None,
+        ge=0,
+        le=10,
+        description="full classification method on small data (under 128 rows a label, no "
+        "validation file): the folds that decide, out of fold, how many epochs pay; training "
+        "that never beats the zero-shot start falls back to the head method. null: 4; 0: off",
+    )
     head_l2: float | None = Field(
         None,
         gt=0,

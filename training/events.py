@@ -119,9 +119,20 @@ Event = Annotated[
 _EVENT: TypeAdapter[Event] = TypeAdapter(Event)
 
 
+_QUIET = {"on": False}
+
+
+def quiet(on: bool) -> None:
+    """Drop this process's events from now on (or emit them again): a run inside a run, such
+    as a cross-validation fold, keeps its steps and checkpoints out of the job's."""
+    _QUIET["on"] = on
+
+
 def emit(event: _Event) -> None:
     """Write one event line: to this process's file in TUNESERVE_EVENTS_DIR when it is set
     (one writer a file, each line appended whole), else on stdout, flushed."""
+    if _QUIET["on"]:
+        return
     line = f"{MARKER}: {event.model_dump_json()}}}\n"
     folder = os.environ.get(EVENTS_DIR_ENV)
     if not folder:

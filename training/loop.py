@@ -40,6 +40,7 @@ class Meter:
 
 
 def train_loop_per_worker(config: dict) -> None:
+    events.quiet(config.get("quiet", False))
     spec = load_spec(config["spec"])
     hp = spec.hyperparameters
     ctx = ray.train.get_context()
@@ -248,11 +249,21 @@ def _save_and_report(trainee, pos, meter, evaluate, loss, resumed, spec_json, ra
         events.emit(events.Checkpoint(**scored))
 
 
-def fit(spec: PretrainSpec | FinetuneSpec, run_dir: Path, storage: Path, *, metric: str, mode: str):
-    """Run the loop on Ray Train; a rerun with the same spec.run_id resumes the same run."""
+def fit(
+    spec: PretrainSpec | FinetuneSpec,
+    run_dir: Path,
+    storage: Path,
+    *,
+    metric: str,
+    mode: str,
+    quiet: bool = False,
+):
+    """Run the loop on Ray Train; a rerun with the same spec.run_id resumes the same run.
+    `quiet`: the workers emit no events (a cross-validation fold's, training/cv.py)."""
+    config = {"spec": spec.model_dump_json(), "run_dir": str(run_dir), "quiet": quiet}
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"spec": spec.model_dump_json(), "run_dir": str(run_dir)},
+        train_loop_config=config,
         scaling_config=ScalingConfig(
             num_workers=spec.scaling.num_workers,
             use_gpu=spec.scaling.use_gpu,

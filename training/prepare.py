@@ -83,9 +83,10 @@ def trained_part(spec: Spec) -> dict:
     return json.loads(spec.model_dump_json(exclude=RERUN_FREE))
 
 
-def prepare(spec: Spec, home: Path, inputs: Path) -> dict:
+def prepare(spec: Spec, home: Path, inputs: Path, *, baseline: bool = True) -> dict:
     """Write tokenizer/, init/ and prepared.pt under `inputs` and return what the run needs to
-    know of them; reuse them when the same run is started again."""
+    know of them (with the base's zero-shot scores, unless `baseline` is off); reuse them
+    when the same run is started again."""
     if (inputs / "prepared.pt").is_file():
         info = json.loads((inputs / "prepared.json").read_text())
         old, new = info.get("spec") or {}, trained_part(spec)
@@ -99,7 +100,7 @@ def prepare(spec: Spec, home: Path, inputs: Path) -> dict:
     train, val = read_data(spec)
     staging = Path(tempfile.mkdtemp(prefix=".prep-", dir=inputs.parent))
     try:
-        info = _prepare_into(spec, home, staging, train, val)
+        info = _prepare_into(spec, home, staging, train, val, baseline)
         if inputs.exists():
             shutil.rmtree(inputs)
         os.replace(staging, inputs)
@@ -171,7 +172,7 @@ def zero_shot_baseline(spec: Spec, home: Path, val, labels: list[str]) -> dict[s
     return baseline.qa(embed, val)
 
 
-def _prepare_into(spec: Spec, home: Path, staging: Path, train, val) -> dict:
+def _prepare_into(spec: Spec, home: Path, staging: Path, train, val, baseline: bool) -> dict:
     hp = spec.hyperparameters
     if spec.base_model == SCRATCH:
         assert isinstance(spec, PretrainSpec)  # the spec refuses scratch for fine-tuning
@@ -191,7 +192,7 @@ def _prepare_into(spec: Spec, home: Path, staging: Path, train, val) -> dict:
         "train_items": len(prepared["train"]),
         "dataset_sha256": data.file_sha256(spec.train_file),
         "spec": trained_part(spec),
-        "baseline": zero_shot_baseline(spec, home, val, labels),
+        "baseline": zero_shot_baseline(spec, home, val, labels) if baseline else {},
         **base_info,
     }
     (staging / "prepared.json").write_text(json.dumps(info))

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig
 
-from training import artifacts, events
+from training import artifacts, cv, events
 from training.checkpoints import HF_DIR, history
 from training.config import FinetuneSpec, PretrainSpec, pick_method
 from training.data import read_classification
@@ -33,10 +33,8 @@ def run(
     home = Path(home).resolve()
     method = resolve_method(spec)
     if method == "head":
-        from training.head_run import run_head
-
         assert isinstance(spec, FinetuneSpec)
-        return run_head(spec, home, replace_model=replace_model)
+        return _run_head(spec, home, replace_model)
     runs = home / "runs"
     inputs = runs / spec.run_id / "inputs"
     inputs.parent.mkdir(parents=True, exist_ok=True)
@@ -47,21 +45,35 @@ def run(
         events.emit(events.Message(message=f"{spec.base_model} zero-shot on validation: {shown}"))
     _connect(ray_address)
     cls = task_class(spec.task)
+    folds = cv.folds_for(spec) if isinstance(spec, FinetuneSpec) else 0
+    if folds:
+        assert isinstance(spec, FinetuneSpec)
+        choice = cv.choose_epochs(spec, home, runs, folds, metric=cls.metric)
+        if not choice.epochs:
+            return _run_head(spec.model_copy(update={"method": "head"}), home, replace_model)
+        spec = _fixed_epochs(spec, choice.epochs)
     result = fit(spec, inputs, runs, metric=cls.metric, mode=cls.mode)
     if result.error:
         raise result.error
-    best, best_metrics = _best(result, cls.metric, cls.mode)
+    # epochs chosen out of fold: the run's last checkpoint, not the best on a handful of rows
+    best = (result.checkpoint, result.metrics) if folds else _best(result, cls.metric, cls.mode)
+    return _finish(spec, home, inputs, info, result, best, method, replace_model)
+
+
+def _finish(spec, home, inputs, info, result, best, method, replace_model) -> dict:
+    """Export the chosen checkpoint, emit the run's Result, return its summary."""
+    checkpoint, best_metrics = best
     with result.checkpoint.as_directory() as d:
         evaluations = history(Path(d))
     summary = {
         "run_id": spec.run_id,
         "metrics": best_metrics,
         "final": result.metrics,
-        "checkpoint": best.path,
+        "checkpoint": checkpoint.path,
         "history": evaluations,
     }
     if spec.export:
-        with best.as_directory() as d:
+        with checkpoint.as_directory() as d:
             manifest = export_run(
                 spec, home, inputs, Path(d), info, best_metrics, replace=replace_model
             )
@@ -80,6 +92,12 @@ def run(
     return {**summary, "method": method, "baseline": info.get("baseline") or {}}
 
 
+def _run_head(spec: FinetuneSpec, home: Path, replace_model: bool) -> dict:
+    from training.head_run import run_head
+
+    return run_head(spec, home, replace_model=replace_model)
+
+
 def resolve_method(spec: Spec) -> str | None:
     """A fine-tune's method: as the spec says, or for "auto" by its rows a label (the job
     service resolves it at submission; the CLI and `python -m training` here)."""
@@ -90,6 +108,13 @@ def resolve_method(spec: Spec) -> str | None:
         train = read_classification(spec.train_file)
         rows_per_class = len(train.texts) // max(len(train.label_names), 1)
     return pick_method(spec.task, spec.method, rows_per_class)
+
+
+def _fixed_epochs(spec: FinetuneSpec, epochs: int) -> FinetuneSpec:
+    """The spec for a run that trains the epochs cross-validation chose, to the end."""
+    hp = spec.hyperparameters
+    update = {"epochs": min(float(epochs), hp.epochs), "early_stopping_patience": None}
+    return spec.model_copy(update={"hyperparameters": hp.model_copy(update=update)})
 
 
 def _connect(ray_address: str | None) -> None:

@@ -49,6 +49,7 @@ def spec_from_args(args: argparse.Namespace, task: str) -> dict:
         "max_steps": args.max_steps,
         "seed": args.seed,
         "log_every_steps": args.log_every,
+        "cv_folds": getattr(args, "cv_folds", None),
     }
     spec = build_spec(
         run_id=args.run_id or f"{task}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -218,6 +219,12 @@ def add_commands(sub) -> None:
         "--method",
         choices=["auto", "full", "head"],
         help="classification: head (seconds, kilobytes) or full (every weight); auto: by data size",
+    )
+    ft.add_argument(
+        "--cv-folds",
+        type=int,
+        help="full method under 128 rows a label: folds that choose the epochs out of fold "
+        "(default 4; 0: off)",
     )
     _training_args(ft)
     ft.set_defaults(func=cmd_finetune)

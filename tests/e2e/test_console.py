@@ -31,7 +31,7 @@ ADMIN = "console-admin-key-0123456789"
 HOSTILE = '<img src=x onerror="window.__pwned=1">'
 # long enough to watch: 400 rows at 2 a batch, a point every 10 steps
 WATCHABLE = {"batch_size": 2, "learning_rate_multiplier": 20, "warmup_ratio": 0.0,
-             "log_every_steps": 10, "early_stopping_patience": None}  # fmt: skip
+             "log_every_steps": 10, "early_stopping_patience": None, "cv_folds": 0}  # fmt: skip
 JOB_TIMEOUT_MS = 300_000
 
 

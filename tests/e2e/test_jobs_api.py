@@ -34,6 +34,7 @@ FAST = {
     "learning_rate_multiplier": 20,
     "warmup_ratio": 0.0,
     "early_stopping_patience": None,
+    "cv_folds": 0,  # and as many as asked (cross-validation: tests/training/test_cv.py)
 }
 
 
@@ -152,7 +153,8 @@ def test_the_openai_sdk_fine_tunes_and_the_model_serves_at_once(app, data, hf_cl
         training_file=uploaded.id,
         suffix="sentiment",
         seed=7,
-        hyperparameters={"n_epochs": 2, "batch_size": 8},
+        # no cross-validation: the full method's own path is under test (test_cv.py has it)
+        hyperparameters={"n_epochs": 2, "batch_size": 8, "cv_folds": 0},  # type: ignore[typeddict-unknown-key]
         extra_body={"task": "text-classification", "training_method": "full"},
     )
     assert job.status == "validating_files" and job.seed == 7

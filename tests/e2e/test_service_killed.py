@@ -163,6 +163,7 @@ def test_the_service_killed_by_pid_is_restarted_and_the_job_finishes_once(servic
                 "warmup_ratio": 0.0,
                 "log_every_steps": 20,
                 "early_stopping_patience": None,
+                "cv_folds": 0,
             },
             "training_method": "full",
         },

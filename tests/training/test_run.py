@@ -20,6 +20,7 @@ FAST = {
     "warmup_ratio": 0.0,
     "log_every_steps": 5,
     "early_stopping_patience": None,  # every epoch runs (test_early_stopping_stops shows it)
+    "cv_folds": 0,  # the epochs as asked (cross-validation: tests/training/test_cv.py)
 }
 CPU = {"cpus_per_worker": 0.5}
 

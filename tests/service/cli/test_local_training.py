@@ -42,6 +42,8 @@ def test_finetune_shows_progress_and_registers_the_model(env, store, tmp_path):
         "cli-cls",
         "--method",
         "full",
+        "--cv-folds",
+        "0",  # every epoch as asked: what is shown is under test (cross-validation: test_cv.py)
         "--epochs",
         "2",
         "--batch-size",
