@@ -39,6 +39,8 @@ ENV HF_HUB_OFFLINE=1 \
 # so that a change to the code does not reinstall torch and Ray.
 COPY --chown=ray:users pyproject.toml README.md ./
 # (pip reads PIP_CERT from the environment itself; an empty one is unset rather than passed)
+# The bundled encoder's package requires sentence-transformers, and with it scikit-learn and
+# SciPy (about 200 MB), for a loader of its own; tuneserve reads only its files.
 RUN mkdir -p service training \
     && touch service/__init__.py training/__init__.py \
     && if [ -z "$PIP_CERT" ]; then unset PIP_CERT; fi \
@@ -49,7 +51,8 @@ RUN mkdir -p service training \
        else \
          pip install --no-cache-dir --index-url "$TORCH_INDEX" "torch==${TORCH_VERSION}"; \
        fi \
-    && pip install --no-cache-dir "./[$VARIANT]"
+    && pip install --no-cache-dir "./[$VARIANT]" \
+    && pip uninstall -y sentence-transformers scikit-learn scipy
 
 # The code, installed over the placeholder without touching the dependencies.
 COPY --chown=ray:users service/ service/

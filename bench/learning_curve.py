@@ -11,7 +11,9 @@ accuracy on the test split of
 - zero-shot: `base` with the label names through the zero-shot template, as the service does;
 - head: training/head_run.py's method (cross-validated strength, fitted on the rows);
 - full: a real run (training/run.py, Ray Train, early stopping, export), scored through
-  the exported graph the service would serve.
+  the exported graph the service would serve; under 128 rows a label it first asks
+  cross-validation whether training pays (training/cv.py) and makes a head variant where
+  it does not (the "full: chosen" column says "head"), scored through base's vectors.
 All three see the same rows and the same test set; the head embeds with `base`'s served graph.
 Prints a table (mean over seeds, and the spread), writes bench/results/learning_curve.json and
 an SVG plot, and says at which size the full method first beats the head on every set (the

@@ -121,8 +121,8 @@ class Hyperparameters(_Strict):
         ge=0,
         le=10,
         description="full classification method on small data (under 128 rows a label, no "
-        "validation file): the folds that decide, out of fold, how many epochs pay; training "
-        "that never beats the zero-shot start falls back to the head method. null: 4; 0: off",
+        "validation file): the folds that decide, out of fold, whether training beats the "
+        "zero-shot start; where it does not, the run makes a head variant. null: 4; 0: off",
     )
     head_l2: float | None = Field(
         None,

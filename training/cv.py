@@ -1,14 +1,16 @@
-"""How long the full method trains on small data, decided by cross-validation.
+"""Whether the full method pays on small data, decided by cross-validation.
 
 With a few rows a label the held-out split is a handful of rows, and a handful cannot tell a
-better checkpoint from a luckier one: on SST-2 with 8 rows a label, the checkpoint chosen on
-4 held-out rows scored 71.1% on the test set where zero-shot scores 75.8%
+better model from a luckier one: on SST-2 with 8 rows a label, the checkpoint chosen on 4
+held-out rows scored 71.1% on the test set where zero-shot scores 75.8%
 (bench/learning_curve.py). Here every training row is held out once instead: K runs of the
 run's own schedule, each trained on the other folds, score the zero-shot start and every
-epoch on their fold; the rows right, pooled over the folds, decide the epochs the run then
-trains for. Training that does not beat the start out of fold by more than one row is not
-worth a whole encoder: the run falls back to the head method, which keeps the zero-shot
-start unless a trained head wins out of fold (training/head_run.py).
+epoch on their fold, and the rows right are pooled over the folds. Training that gets no
+more than one more row right than the start, at any epoch, is not worth a whole encoder: the
+run falls back to the head method, which keeps the zero-shot start unless a trained head
+wins out of fold (training/head_run.py). Otherwise the run trains as asked (early stopping
+on its held-out split, its best checkpoint exported): choosing its epochs out of fold as
+well was tried and measured no better (README, "Fine-tuning that pays on small data").
 
 The fold runs are ordinary runs of the training loop, on Ray Train, with their events kept
 out of the job's (`quiet`); a rerun of the job reuses a decision already made.
@@ -34,7 +36,7 @@ MARGIN_ROWS = 1  # the start is kept unless training gets more than this many mo
 
 @dataclass
 class Choice:
-    epochs: int  # 0: training never paid out of fold
+    epochs: int  # the epoch that got the most rows right out of fold; 0: training never paid
     right: list[int]  # rows right out of fold at the start and after each epoch
     rows: int
     folds: int
@@ -42,7 +44,7 @@ class Choice:
     def summary(self) -> str:
         start, best = self.right[0], max(self.right)
         verdict = (
-            f"training for {self.epochs} epoch(s)"
+            "training pays: the run trains as asked"
             if self.epochs
             else "training did not beat the zero-shot start: the head method is used"
         )
@@ -79,14 +81,15 @@ def assign_folds(labels: list[str], k: int, seed: int) -> np.ndarray:
 
 
 def decide(right: list[int]) -> int:
-    """The epochs to train: the fewest at the most rows right, unless that beats the start
-    by no more than MARGIN_ROWS (then 0)."""
+    """The epoch with the most rows right (the fewest epochs on a tie), or 0 when it beats the
+    start by no more than MARGIN_ROWS."""
     best = max(range(len(right)), key=lambda i: (right[i], -i))
     return best if right[best] > right[0] + MARGIN_ROWS else 0
 
 
 def choose_epochs(spec: FinetuneSpec, home: Path, runs: Path, k: int, *, metric: str) -> Choice:
-    """Run the K fold runs (or read the decision a previous attempt made) and decide."""
+    """Run the K fold runs (or read the decision a previous attempt made) and decide whether
+    training pays (`epochs` > 0)."""
     cv_dir = runs / spec.run_id / "cv"
     saved = cv_dir / "choice.json"
     if saved.is_file():

@@ -186,7 +186,7 @@ def _train_epoch(trainee, loader, pos, meter, hp, total_steps, resumed, rank, ch
         _step(trainee, hp.max_grad_norm)
         pos.step += 1
         meter.train_seconds += time.monotonic() - tick
-        loss = float(raw) * hp.gradient_accumulation
+        loss = float(raw.detach()) * hp.gradient_accumulation
         if rank == 0 and (pos.step % hp.log_every_steps == 0 or pos.step == total_steps):
             _log_progress(trainee, pos, meter, loss, total_steps, resumed)
         if pos.step >= total_steps:

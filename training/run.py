@@ -51,12 +51,10 @@ def run(
         choice = cv.choose_epochs(spec, home, runs, folds, metric=cls.metric)
         if not choice.epochs:
             return _run_head(spec.model_copy(update={"method": "head"}), home, replace_model)
-        spec = _fixed_epochs(spec, choice.epochs)
     result = fit(spec, inputs, runs, metric=cls.metric, mode=cls.mode)
     if result.error:
         raise result.error
-    # epochs chosen out of fold: the run's last checkpoint, not the best on a handful of rows
-    best = (result.checkpoint, result.metrics) if folds else _best(result, cls.metric, cls.mode)
+    best = _best(result, cls.metric, cls.mode)
     return _finish(spec, home, inputs, info, result, best, method, replace_model)
 
 
@@ -108,13 +106,6 @@ def resolve_method(spec: Spec) -> str | None:
         train = read_classification(spec.train_file)
         rows_per_class = len(train.texts) // max(len(train.label_names), 1)
     return pick_method(spec.task, spec.method, rows_per_class)
-
-
-def _fixed_epochs(spec: FinetuneSpec, epochs: int) -> FinetuneSpec:
-    """The spec for a run that trains the epochs cross-validation chose, to the end."""
-    hp = spec.hyperparameters
-    update = {"epochs": min(float(epochs), hp.epochs), "early_stopping_patience": None}
-    return spec.model_copy(update={"hyperparameters": hp.model_copy(update=update)})
 
 
 def _connect(ray_address: str | None) -> None:

@@ -223,8 +223,8 @@ def add_commands(sub) -> None:
     ft.add_argument(
         "--cv-folds",
         type=int,
-        help="full method under 128 rows a label: folds that choose the epochs out of fold "
-        "(default 4; 0: off)",
+        help="full method under 128 rows a label: folds that decide whether training beats "
+        "zero-shot, else a head variant is made (default 4; 0: off)",
     )
     _training_args(ft)
     ft.set_defaults(func=cmd_finetune)
