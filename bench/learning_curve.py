@@ -105,8 +105,8 @@ class Curve:
         return accuracy(head.predict(self.x_test), self.y_test), fit_s
 
     def full(self, rows: list[int], seed: int, work: Path) -> tuple[float, float, str]:
-        """Accuracy, wall seconds, and how the run ended: its epochs when cross-validation
-        chose them ("cv N ep"), "head" when it gave way to the head method."""
+        """Accuracy, wall seconds, and what cross-validation decided: "full" (training paid
+        out of fold), "head" (it did not: a head variant), "" (no cross-validation)."""
         from training.run import run
 
         run_id = f"lc-{self.name.replace(' ', '-').lower()}-{len(rows)}-{seed}"
@@ -128,7 +128,7 @@ class Curve:
             summary = run(spec, self.home, replace_model=True)
             wall = time.perf_counter() - started
             choice = self.home / "runs" / run_id / "cv" / "choice.json"
-            how = f"cv {json.loads(choice.read_text())['epochs']} ep" if choice.is_file() else ""
+            how = "full" if choice.is_file() else ""
             folder = artifacts.model_dir(self.home, run_id)
             index = {label: i for i, label in enumerate(self.labels)}
             if summary["method"] == "head":  # served through base's graph: the same vectors
