@@ -39,27 +39,26 @@ class FillMask:
 
     def run(self, requests: Sequence[FillMaskItem]) -> list[list | Refused]:
         """Per request: per text, per mask, the top tokens."""
-        prepared: list[tuple[list[Encoding], list[int] | None] | Refused] = []
+        # per request: its encodings, each one's mask positions, and the targets' ids
+        prepared: list[tuple[list[Encoding], list[list[int]], list[int] | None] | Refused] = []
         for item in requests:
             try:
                 prepared.append(self._prepare(item))
             except ServiceError as exc:
                 prepared.append(Refused.of(exc))
-        flat = [e for p in prepared if not isinstance(p, Refused) for e in p[0]]
-        logits = iter(self._mask_logits(flat))
+        ok = [p for p in prepared if not isinstance(p, Refused)]
+        flat = [e for p in ok for e in p[0]]
+        logits = iter(self._mask_logits(flat, [len(m) for p in ok for m in p[1]]))
         out: list[list | Refused] = []
         for item, p in zip(requests, prepared, strict=True):
             if isinstance(p, Refused):
                 out.append(p)
                 continue
-            enc, targets = p
+            enc, masks, targets = p
             out.append(
                 [
-                    [
-                        self._top(text, e, i, next(logits), item.top_k, targets)
-                        for i in self._masks(e)
-                    ]
-                    for text, e in zip(item.texts, enc, strict=True)
+                    [self._top(text, e, i, next(logits), item.top_k, targets) for i in positions]
+                    for text, e, positions in zip(item.texts, enc, masks, strict=True)
                 ]
             )
         return out
@@ -67,15 +66,18 @@ class FillMask:
     def _masks(self, e: Encoding) -> list[int]:
         return [i for i, t in enumerate(e.ids) if t == self.mask_id]
 
-    def _prepare(self, item: FillMaskItem) -> tuple[list[Encoding], list[int] | None]:
+    def _prepare(
+        self, item: FillMaskItem
+    ) -> tuple[list[Encoding], list[list[int]], list[int] | None]:
         """Each text tokenized, and the targets' token ids; refused when a target is not one
         token, or a text has no mask, too many, or one the model's max length cuts off."""
         targets = self._target_ids(item.targets)
         t = time.perf_counter()
         enc = self.tokenizer.encode_batch(item.texts)
         timings.tokenize += time.perf_counter() - t
-        for n, (text, e) in enumerate(zip(item.texts, enc, strict=True)):
-            written, kept = text.count(MASK), len(self._masks(e))
+        masks = [self._masks(e) for e in enc]
+        for n, (text, positions) in enumerate(zip(item.texts, masks, strict=True)):
+            written, kept = text.count(MASK), len(positions)
             param = f"inputs[{n}]"
             if written == 0:
                 raise InvalidRequest(f"{param}: no {MASK} to fill", param=param)
@@ -87,7 +89,7 @@ class FillMask:
                     f"{param}: a {MASK} falls after the model's max length ({most} tokens)",
                     param=param,
                 )
-        return enc, targets
+        return enc, masks, targets
 
     def _target_ids(self, targets: list[str] | None) -> list[int] | None:
         if targets is None:
@@ -104,8 +106,9 @@ class FillMask:
             ids.append(pieces[0])
         return list(dict.fromkeys(ids))
 
-    def _mask_logits(self, encodings: Sequence[Encoding]) -> list[np.ndarray]:
-        """The logits at every mask, in order of the encodings and their positions."""
+    def _mask_logits(self, encodings: Sequence[Encoding], counts: list[int]) -> list[np.ndarray]:
+        """The logits at every mask (`counts[i]` of them in encoding i), in order of the
+        encodings and their positions."""
         out: list[list[np.ndarray]] = [[] for _ in encodings]
         lengths = [len(e.ids) for e in encodings]
         for group in self.session.sub_batches(lengths):
@@ -115,7 +118,7 @@ class FillMask:
             timings.inference += time.perf_counter() - t
             at = 0
             for i in group:  # the graph's rows: masks in row-major order of the feed
-                n = len(self._masks(encodings[i]))
+                n = counts[i]
                 out[i] = list(rows[at : at + n])
                 at += n
         return [row for rows in out for row in rows]
