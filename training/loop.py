@@ -25,6 +25,7 @@ from transformers import get_linear_schedule_with_warmup
 from training import checkpoints, events
 from training.checkpoints import Position, Trainee
 from training.config import FinetuneSpec, PretrainSpec, load_spec
+from training.sampling import LengthGroupedSampler
 from training.tasks import load_tokenizer, make_task
 
 
@@ -91,6 +92,15 @@ def _data(spec, run_dir: Path, rank: int, world: int):
     sampler: DistributedSampler = DistributedSampler(
         train, num_replicas=world, rank=rank, shuffle=True, seed=hp.seed
     )
+    if hp.group_by_length:
+        sampler = LengthGroupedSampler(
+            [len(row["input_ids"]) for row in train],
+            hp.batch_size,
+            num_replicas=world,
+            rank=rank,
+            shuffle=True,
+            seed=hp.seed,
+        )
     loader = DataLoader(train, batch_size=hp.batch_size, sampler=sampler, collate_fn=task.collate)
     loader = ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)
     return task, prepared, loader, sampler

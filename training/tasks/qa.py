@@ -83,7 +83,11 @@ class QATask:
     def prepare(self, train: list[QAExample], val: list[QAExample], seed: int) -> dict:
         return {
             "train": self.windows(train),
-            "eval": {"examples": val, "windows": self.windows(val)},
+            # shortest first: evaluation batches pad little (answers do not depend on order)
+            "eval": {
+                "examples": val,
+                "windows": sorted(self.windows(val), key=lambda w: len(w["input_ids"])),
+            },
         }
 
     def collate(self, windows: Sequence[dict]) -> dict[str, torch.Tensor]:
