@@ -36,16 +36,20 @@ MARGIN_ROWS = 1  # the start is kept unless training gets more than this many mo
 
 @dataclass
 class Choice:
-    epochs: int  # the epoch that got the most rows right out of fold; 0: training never paid
+    best_epoch: int  # the epoch that got the most rows right out of fold; 0: training never paid
     right: list[int]  # rows right out of fold at the start and after each epoch
     rows: int
     folds: int
+
+    @property
+    def pays(self) -> bool:
+        return self.best_epoch > 0
 
     def summary(self) -> str:
         start, best = self.right[0], max(self.right)
         verdict = (
             "training pays: the run trains as asked"
-            if self.epochs
+            if self.pays
             else "training did not beat the zero-shot start: the head method is used"
         )
         return (
@@ -87,13 +91,15 @@ def decide(right: list[int]) -> int:
     return best if right[best] > right[0] + MARGIN_ROWS else 0
 
 
-def choose_epochs(spec: FinetuneSpec, home: Path, runs: Path, k: int, *, metric: str) -> Choice:
+def cross_validate(spec: FinetuneSpec, home: Path, runs: Path, k: int, *, metric: str) -> Choice:
     """Run the K fold runs (or read the decision a previous attempt made) and decide whether
-    training pays (`epochs` > 0)."""
+    training pays."""
     cv_dir = runs / spec.run_id / "cv"
     saved = cv_dir / "choice.json"
     if saved.is_file():
-        return Choice(**json.loads(saved.read_text()))
+        kept = json.loads(saved.read_text())
+        kept.setdefault("best_epoch", kept.pop("epochs", 0))  # as written before 2026-12-03
+        return Choice(**kept)
     rows = read_classification(spec.train_file)
     fold_of = assign_folds(rows.labels, k, spec.hyperparameters.seed)
     pooled: list[int] | None = None

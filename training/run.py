@@ -48,8 +48,8 @@ def run(
     folds = cv.folds_for(spec) if isinstance(spec, FinetuneSpec) else 0
     if folds:
         assert isinstance(spec, FinetuneSpec)
-        choice = cv.choose_epochs(spec, home, runs, folds, metric=cls.metric)
-        if not choice.epochs:
+        choice = cv.cross_validate(spec, home, runs, folds, metric=cls.metric)
+        if not choice.pays:
             return _run_head(spec.model_copy(update={"method": "head"}), home, replace_model)
     result = fit(spec, inputs, runs, metric=cls.metric, mode=cls.mode)
     if result.error:

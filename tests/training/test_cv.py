@@ -60,7 +60,7 @@ def test_a_full_run_on_small_data_trains_when_training_pays_out_of_fold(
     choice = json.loads((store / "runs" / "t-cv" / "cv" / "choice.json").read_text())
     assert choice["rows"] == 96 and choice["folds"] == 4 and len(choice["right"]) == 4
     # on data its words separate, training beats the random tiny base's zero-shot start
-    assert choice["epochs"] >= 1 and max(choice["right"]) > choice["right"][0] + 1
+    assert choice["best_epoch"] >= 1 and max(choice["right"]) > choice["right"][0] + 1
     assert summary["method"] == "full" and summary["model"] == "t-cv"
     # then the run trains as asked: every epoch, on the rows it did not hold out
     assert [h["step"] for h in summary["history"]] == [0, 9, 18, 27]  # 72 rows, batch 8
@@ -75,6 +75,6 @@ def test_training_that_never_beats_the_start_gives_way_to_the_head_method(
     start, so the run makes a head variant (itself kept at zero-shot unless a head wins)."""
     summary = run(_spec(tmp_path, "t-cv-start", epochs=2, learning_rate=1e-12), store)
     choice = json.loads((store / "runs" / "t-cv-start" / "cv" / "choice.json").read_text())
-    assert choice["epochs"] == 0 and len(set(choice["right"])) == 1
+    assert choice["best_epoch"] == 0 and len(set(choice["right"])) == 1
     assert summary["method"] == "head" and summary["model"] == "t-cv-start"
     assert set(summary["baseline"]) == {"accuracy", "macro_f1"}
