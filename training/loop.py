@@ -89,18 +89,12 @@ def _data(spec, run_dir: Path, rank: int, world: int):
     tokenizer = load_tokenizer(run_dir / "tokenizer", hp.max_seq_length)
     task = make_task(spec, tokenizer, prepared["labels"])
     train = prepared["train"]
-    sampler: DistributedSampler = DistributedSampler(
-        train, num_replicas=world, rank=rank, shuffle=True, seed=hp.seed
+    dealing = {"num_replicas": world, "rank": rank, "shuffle": True, "seed": hp.seed}
+    sampler: DistributedSampler = (
+        LengthGroupedSampler([len(row["input_ids"]) for row in train], hp.batch_size, **dealing)
+        if hp.group_by_length
+        else DistributedSampler(train, **dealing)
     )
-    if hp.group_by_length:
-        sampler = LengthGroupedSampler(
-            [len(row["input_ids"]) for row in train],
-            hp.batch_size,
-            num_replicas=world,
-            rank=rank,
-            shuffle=True,
-            seed=hp.seed,
-        )
     loader = DataLoader(train, batch_size=hp.batch_size, sampler=sampler, collate_fn=task.collate)
     loader = ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)
     return task, prepared, loader, sampler

@@ -25,8 +25,8 @@ class LengthGroupedSampler(DistributedSampler):
     epoch, rank): a resumed run skips the same batches it trained on."""
 
     def __init__(self, lengths: Sequence[int], batch_size: int, **kwargs):
-        super().__init__(list(lengths), **kwargs)  # type: ignore[arg-type]  # sized is enough
         self.lengths, self.batch_size = list(lengths), batch_size
+        super().__init__(self.lengths, **kwargs)  # type: ignore[arg-type]  # sized is enough
 
     def __iter__(self) -> Iterator[int]:
         share = list(super().__iter__())
