@@ -91,6 +91,19 @@ class Message(_Event):
     message: str
 
 
+class Baseline(_Event):
+    """The base model's zero-shot scores on the run's validation data, known before training
+    starts: what a watcher compares each evaluation with."""
+
+    type: Literal["baseline"] = "baseline"
+    model: str = Field(description="the base model scored zero-shot")
+    metrics: dict[str, float]
+
+    def summary(self) -> str:
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in self.metrics.items())
+        return f"{self.model} zero-shot on validation: {shown}"
+
+
 class Failure(_Event):
     """The run refused its input; `message` names the field, or the file and lines."""
 
@@ -114,7 +127,8 @@ class Result(_Event):
 
 
 Event = Annotated[
-    Progress | Evaluation | Checkpoint | Message | Failure | Result, Field(discriminator="type")
+    Progress | Evaluation | Checkpoint | Message | Baseline | Failure | Result,
+    Field(discriminator="type"),
 ]
 _EVENT: TypeAdapter[Event] = TypeAdapter(Event)
 

@@ -41,8 +41,7 @@ def run(
     info = prepare(spec, home, inputs)
     events.emit(events.Message(message=f"prepared {info['train_items']} training items"))
     if info.get("baseline"):
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in info["baseline"].items())
-        events.emit(events.Message(message=f"{spec.base_model} zero-shot on validation: {shown}"))
+        events.emit(events.Baseline(model=spec.base_model, metrics=info["baseline"]))
     _connect(ray_address)
     cls = task_class(spec.task)
     folds = cv.folds_for(spec) if isinstance(spec, FinetuneSpec) else 0

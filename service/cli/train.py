@@ -141,6 +141,8 @@ def _show(lines, log) -> events.Result | None:
                 print(evaluation_line(event), flush=True)
             elif isinstance(event, events.Message):
                 print(f"  {event.message}", flush=True)
+            elif isinstance(event, events.Baseline):
+                print(f"  {event.summary()}", flush=True)
             elif isinstance(event, events.Failure):
                 print(event.message, file=sys.stderr, flush=True)
             elif isinstance(event, events.Result):

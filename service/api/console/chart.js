@@ -25,19 +25,23 @@ function label(v) {
   return Number(v.toPrecision(3)).toString();
 }
 
-// series: [{name, points: [[step, value], ...]}]; the element says how many points it drew
-// (data-points), for people reading the page with tools and for the browser tests.
-export function lineChart(title, series, { xLabel = "step" } = {}) {
+// series: [{name, points: [[step, value], ...]}]; references: [{name, value}], drawn as dashed
+// horizontal lines in the colour of the series of that name (a score to beat), explained by
+// `note` under the chart. The element
+// says how many points and reference lines it drew (data-points, data-references), for people
+// reading the page with tools and for the browser tests.
+export function lineChart(title, series, { xLabel = "step", references = [], note = "" } = {}) {
   const all = series.flatMap((one) => one.points);
   const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img" });
   svg.dataset.points = String(all.length);
+  svg.dataset.references = String(references.length);
   svg.append(s("title", {}, title), s("text", { x: PAD.left, y: 15, class: "chart-title" }, title));
-  if (all.length === 0) {
+  if (all.length === 0 && references.length === 0) {
     svg.append(s("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "muted" }, "no points yet"));
     return svg;
   }
-  const xs = all.map((p) => p[0]);
-  const ys = all.map((p) => p[1]);
+  const xs = all.length ? all.map((p) => p[0]) : [0];
+  const ys = [...all.map((p) => p[1]), ...references.map((r) => r.value)];
   let [x0, x1] = [Math.min(...xs), Math.max(...xs)];
   let [y0, y1] = [Math.min(...ys), Math.max(...ys)];
   if (x0 === x1) [x0, x1] = [x0 - 1, x1 + 1];
@@ -52,6 +56,19 @@ export function lineChart(title, series, { xLabel = "step" } = {}) {
     svg.append(s("text", { x: px(t), y: H - PAD.bottom + 16, "text-anchor": "middle", class: "tick" }, label(Math.round(t))));
   }
   svg.append(s("text", { x: W - PAD.right, y: H - 4, "text-anchor": "end", class: "tick" }, xLabel));
+  const colorOf = (name) => {
+    const i = series.findIndex((one) => one.name === name);
+    return i < 0 ? "#6b7280" : COLORS[i % COLORS.length];
+  };
+  if (references.length && note) svg.append(s("text", { x: PAD.left, y: H - 4, class: "tick" }, note));
+  for (const ref of references) {
+    const line = s("line", {
+      x1: PAD.left, x2: W - PAD.right, y1: py(ref.value), y2: py(ref.value),
+      stroke: colorOf(ref.name), "stroke-width": 1.5, "stroke-dasharray": "6 4", class: "reference",
+    });
+    line.append(s("title", {}, `${ref.label || ref.name}: ${label(ref.value)}`));
+    svg.append(line);
+  }
   series.forEach((one, i) => {
     const color = COLORS[i % COLORS.length];
     const pts = [...one.points].sort((a, b) => a[0] - b[0]);

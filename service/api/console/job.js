@@ -104,8 +104,10 @@ export function report(job) {
 function charts(events) {
   const loss = [];
   const validation = {};
+  let zeroShot = {}; // the base's zero-shot scores on the same validation data, when known
   for (const e of events) {
     const d = e.data;
+    if (d && d.zero_shot) zeroShot = d.zero_shot;
     if (e.type !== "metrics" || !d) continue;
     if ("total_steps" in d && typeof d.train_loss === "number") loss.push([d.step, d.train_loss]);
     else if (!("total_steps" in d)) {
@@ -117,7 +119,11 @@ function charts(events) {
   const lossChart = lineChart("training loss", [{ name: "loss", points: loss }]);
   lossChart.id = "loss-chart";
   const series = Object.entries(validation).map(([name, points]) => ({ name, points }));
-  const validationChart = lineChart("validation", series);
+  // each score's zero-shot value, dashed: where the line is below it, training has not paid yet
+  const references = Object.entries(zeroShot)
+    .filter(([name, value]) => typeof value === "number" && (name in validation || !series.length))
+    .map(([name, value]) => ({ name, value, label: `base zero-shot ${name}` }));
+  const validationChart = lineChart("validation", series, { references, note: "dashed: base zero-shot" });
   validationChart.id = "validation-chart";
   return [lossChart, validationChart];
 }

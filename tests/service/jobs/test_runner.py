@@ -36,6 +36,7 @@ def _event(event: events._Event) -> str:
     return f"{events.MARKER}: {event.model_dump_json()}}}\n"
 
 
+BASELINE = events.Baseline(model="base", metrics={"accuracy": 0.625})
 PROGRESS = events.Progress(
     step=2, total_steps=4, epoch=0, loss=0.5, learning_rate=1e-4, samples_per_s=1.0,
     tokens_per_s=9.0, tokens=64, eta_s=3,
@@ -108,6 +109,7 @@ def test_events_once_across_restarts_a_forgotten_job_resumed_and_a_cancel_remove
         lambda output: {
             "attempt 1": [
                 {"print": "(TrainController pid=2) Requesting resources: {'CPU': 1.0} * 1\n"},
+                {"event": _event(BASELINE)},
                 {"event": _event(PROGRESS)},
                 {"event": _event(PROGRESS)},  # twice (a line written again): recorded once
                 {"event": _event(CHECKPOINT)},
@@ -135,6 +137,12 @@ def test_events_once_across_restarts_a_forgotten_job_resumed_and_a_cancel_remove
         messages = list(s.scalars(select(JobEvent.message).where(JobEvent.job_id == job.id)))
     assert steps == [2]
     assert "Waiting for training resources: {'CPU': 1.0} * 1" in messages and "hello" in messages
+    assert "base zero-shot on validation: accuracy 0.625" in messages
+    with setup.db.session() as s:
+        zero = s.scalar(
+            select(JobEvent.data).where(JobEvent.job_id == job.id, JobEvent.key == "baseline")
+        )
+    assert zero == {"zero_shot": {"accuracy": 0.625}, "model": "base"}  # what the console draws
     current = setup.status(job)
     assert current.trained_tokens == 64 and current.estimated_finish
 
