@@ -144,8 +144,8 @@ def _store(s, job: Job, ev: events.Event) -> None:
             s.add(JobCheckpoint(job_id=job.id, step=ev.step, metrics=metrics, created_at=now()))
     elif isinstance(ev, events.Baseline):
         # a message whose data the console draws as the line each evaluation is measured against
-        data = {"zero_shot": ev.metrics, "model": ev.model}
-        add_event(s, job.id, ev.summary(), key="baseline", data=data)
+        zero = {"zero_shot": ev.metrics, "model": ev.model}
+        add_event(s, job.id, ev.summary(), key="baseline", data=zero)
     elif isinstance(ev, events.Message):
         digest = hashlib.sha1(ev.message.encode()).hexdigest()[:16]
         add_event(s, job.id, ev.message, key=f"msg:{job.attempt}:{digest}", level=ev.level)
