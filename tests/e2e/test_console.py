@@ -182,7 +182,7 @@ def test_upload_train_watch_open_try_and_cancel(browser, world):
     page.wait_for_function(f"() => +document.querySelector('#loss-chart').dataset.points > {first}",
                            timeout=JOB_TIMEOUT_MS)  # fmt: skip
     assert _points(page) > first
-    # the base's zero-shot score, the line each evaluation must clear, is drawn before any
+    # the base's zero-shot score, the line each evaluation must clear, is drawn while it trains
     assert int(page.get_attribute("#validation-chart", "data-references")) >= 1
     _shot(page, "job-running")
     page.wait_for_selector(".job h1 .badge[data-status=succeeded]", timeout=JOB_TIMEOUT_MS)

@@ -27,9 +27,9 @@ function label(v) {
 
 // series: [{name, points: [[step, value], ...]}]; references: [{name, value}], drawn as dashed
 // horizontal lines in the colour of the series of that name (a score to beat), explained by
-// `note` under the chart. The element
-// says how many points and reference lines it drew (data-points, data-references), for people
-// reading the page with tools and for the browser tests.
+// `note` under the chart. The element says how many points and reference lines it drew
+// (data-points, data-references), for people reading the page with tools and for the browser
+// tests.
 export function lineChart(title, series, { xLabel = "step", references = [], note = "" } = {}) {
   const all = series.flatMap((one) => one.points);
   const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img" });
