@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+from service.cli import orphans
 from service.cli.local_ray import (
     direct_ingress_env,
     free_port,
@@ -55,6 +56,11 @@ def settings_for(args: argparse.Namespace) -> Settings:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     ray_tmp = local_ray_env() if not settings.ray_address else None
+    record = None
+    if ray_tmp:
+        if stopped := orphans.reap(settings.home):
+            print(f"stopped {len(stopped)} processes a killed run left behind", flush=True)
+        record = orphans.record(settings.home, ray_tmp)
     direct = settings.direct_ingress and not settings.ray_address
     if direct:
         direct_ingress_env(settings.port)
@@ -87,6 +93,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             shutdown()
         if ray_tmp:
             shutil.rmtree(ray_tmp, ignore_errors=True)
+        if record:
+            orphans.forget(record)
 
 
 def _banner(settings: Settings, url: str) -> None:

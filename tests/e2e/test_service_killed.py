@@ -34,11 +34,10 @@ START_TIMEOUT_S = 240
 JOB_TIMEOUT_S = 420
 
 
-def _ours(pgid: int, tmp: Path) -> list[int]:
+def _ours(pgid: int | None, marker: bytes) -> list[int]:
     """Live (not zombie) processes the service started: those of its process group, and
-    those that left it but carry its TMPDIR (Ray Jobs starts each job's driver in a session
-    of its own), from /proc."""
-    marker = f"TMPDIR={tmp}".encode()
+    those that left it but carry `marker` in their environment (Ray Jobs starts each job's
+    driver in a session of its own), from /proc."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -86,12 +85,14 @@ class Service:
         except RuntimeError as exc:
             raise AssertionError(f"{exc}\n{self.log_tail()}") from exc
 
-    def kill(self) -> None:
-        """SIGKILL the service's process; then whatever of its group outlives it."""
+    def kill(self) -> Path:
+        """SIGKILL the service's process alone, as the OOM killer would; return its Ray temp
+        dir, what it recorded under its home for the next start to clean up."""
         assert self.proc is not None
+        (record,) = (self.home / ".local-ray").iterdir()
         self.proc.kill()
         self.proc.wait(timeout=30)
-        self._reap(grace_s=5)
+        return Path(record.read_text())
 
     def stop(self) -> None:
         """Ctrl-C, as a user stops it; then whatever of its group is left."""
@@ -110,15 +111,14 @@ class Service:
         assert self.proc is not None
         pgid = self.proc.pid
         deadline = time.monotonic() + grace_s
-        while _ours(pgid, self.tmp) and time.monotonic() < deadline:
+        marker = f"TMPDIR={self.tmp}".encode()
+        while _ours(pgid, marker) and time.monotonic() < deadline:
             time.sleep(0.5)
-        # what outlives it for a while: Ray's agents, and the Ray Job's driver, which waits
-        # a minute for its cluster to come back
-        for pid in _ours(pgid, self.tmp):
+        for pid in _ours(pgid, marker):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(1)
-        left = _ours(pgid, self.tmp)
+        left = _ours(pgid, marker)
         assert not left, f"the service's processes remain: {left}"
 
     def log_tail(self, chars: int = 4000) -> str:
@@ -170,13 +170,21 @@ def test_the_service_killed_by_pid_is_restarted_and_the_job_finishes_once(servic
     ).json()
     first = wait_for_checkpoint(http, job["id"])
     time.sleep(3)  # Ray Train registers the checkpoint at its controller's next poll
-    service.kill()  # the service, its Ray, the Ray Job and the training worker: all gone
+    first_pid = service.proc.pid
+    first_ray = service.kill()  # the service, its Ray, the Ray Job and the training worker
 
     db = Database(service.database_url)
     with db.session() as s:
         assert s.scalar(select(Job.status).where(Job.id == job["id"])) == "running"
 
+    # what outlives a SIGKILL (Ray's agents, the Ray Job's driver waiting for its cluster,
+    # Ray's temp dir) is left for the next start on the same home to stop and delete
+    assert _ours(first_pid, f"RAY_TMPDIR={first_ray}".encode()) and first_ray.is_dir()
     service.start()
+    assert not _ours(first_pid, f"RAY_TMPDIR={first_ray}".encode())
+    assert not first_ray.exists()
+    assert "processes a killed run left behind" in service.log_tail()
+    assert [p.name for p in (service.home / ".local-ray").iterdir()] == [str(service.proc.pid)]
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while (done := http.get(f"/v1/fine_tuning/jobs/{job['id']}").json())["status"] not in (
         "succeeded",
