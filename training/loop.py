@@ -25,6 +25,7 @@ from transformers import get_linear_schedule_with_warmup
 from training import checkpoints, events
 from training.checkpoints import Position, Trainee
 from training.config import FinetuneSpec, PretrainSpec, load_spec
+from training.rendezvous import OneNodeTorchConfig
 from training.sampling import LengthGroupedSampler
 from training.tasks import load_tokenizer, make_task
 
@@ -268,6 +269,7 @@ def fit(
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
+        torch_config=OneNodeTorchConfig(folder=str(run_dir)),
         scaling_config=ScalingConfig(
             num_workers=spec.scaling.num_workers,
             use_gpu=spec.scaling.use_gpu,
