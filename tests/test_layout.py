@@ -52,7 +52,7 @@ def test_imports_are_recorded_with_their_names():
 ONLY_IN = [
     ("ray.serve", ("service/api/", "service/deployments/", "service/main.py")),
     ("ray.job_submission", ("service/jobs/ray_jobs.py",)),
-    ("ray.train", ("training/loop.py", "training/__main__.py")),
+    ("ray.train", ("training/loop.py", "training/rendezvous.py", "training/__main__.py")),
     ("onnxruntime", ("service/inference/", "training/onnx.py", "training/embed.py")),
 ]
 

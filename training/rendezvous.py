@@ -3,7 +3,7 @@
 Ray Train starts torch.distributed for every run, through a TCPStore on the rank-0 worker;
 torch binds that store's server to every interface whatever host it is given (checked with
 torch 2.13, both of its TCPStore backends), so on one machine a port open to the host's
-network for as long as a job trains, where everything else of ours stays on 127.0.0.1. When
+network for as long as a job trains, where everything else of ours stays on loopback. When
 all workers share one node there is no need for a network: a FileStore in a private (0700)
 folder under the run's folder (deleted with it) does the same rendezvous. Across nodes Ray's TCP rendezvous stays (on
 Kubernetes, the NetworkPolicy keeps it inside the cluster).
