@@ -21,6 +21,7 @@ from training.config import (
     Hyperparameters,
     auto_epochs,
     build_spec,
+    default_learning_rate,
     pick_method,
 )
 
@@ -105,7 +106,7 @@ def plan(
                 **hp,
                 "epochs": resolved["n_epochs"],
                 "batch_size": resolved["batch_size"],
-                "learning_rate": defaults_hp.learning_rate * resolved["learning_rate_multiplier"],
+                "learning_rate": default_learning_rate(task) * resolved["learning_rate_multiplier"],
                 "seed": seed,
             },
             scaling=scaling,

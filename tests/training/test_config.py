@@ -12,7 +12,16 @@ def _errors(text):
 
 def test_defaults_and_task_dispatch():
     spec = load_spec('{"run_id": "r", "task": "extractive-qa", "train_file": "x.json"}')
-    assert isinstance(spec, FinetuneSpec) and spec.hyperparameters.learning_rate == 1e-4
+    # QA has its own default learning rate (measured: see the README's QA section)
+    assert isinstance(spec, FinetuneSpec) and spec.hyperparameters.learning_rate == 1.5e-4
+    assert spec.hyperparameters.max_seq_length == 384
+    classify = load_spec('{"run_id": "r", "task": "text-classification", "train_file": "x"}')
+    assert classify.hyperparameters.learning_rate == 1e-4
+    asked = load_spec(
+        '{"run_id": "r", "task": "extractive-qa", "train_file": "x.json",'
+        ' "hyperparameters": {"learning_rate": 3e-5}}'
+    )
+    assert asked.hyperparameters.learning_rate == 3e-5
     assert spec.model_id == "r"
     assert isinstance(
         load_spec('{"run_id": "r", "task": "masked-lm", "train_file": "c"}'), PretrainSpec

@@ -5,7 +5,7 @@ import io
 
 import pytest
 from testdata import UPLOAD_LIMITS as LIMITS
-from testdata import classification_file
+from testdata import classification_file, squad_file
 
 from service import files
 from service.errors import Conflict, InvalidRequest, NotFound
@@ -59,6 +59,18 @@ def test_a_job_is_checked_against_its_files_and_model(db, store, tmp_path):
     # a file in use cannot be deleted
     with pytest.raises(Conflict, match=job.id):
         files.delete(db, cls.id)
+
+
+def test_the_learning_rate_multiplier_scales_the_tasks_own_default(db, store, tmp_path):
+    registry = Registry(store, "base")
+    squad = _upload(db, tmp_path, squad_file(tmp_path / "s.json", copies=1).read_text(), "s.json")
+    cls = _upload(db, tmp_path, classification_file(tmp_path / "c.jsonl", rows=8).read_text())
+    qa = _create(db, registry, _job_request(squad.id))
+    assert qa.task == "extractive-qa" and qa.spec["hyperparameters"]["learning_rate"] == 1.5e-4
+    doubled = _job_request(squad.id, hyperparameters={"learning_rate_multiplier": 2})
+    assert _create(db, registry, doubled).spec["hyperparameters"]["learning_rate"] == 3e-4
+    classify = _create(db, registry, _job_request(cls.id))
+    assert classify.spec["hyperparameters"]["learning_rate"] == 1e-4
 
 
 def test_cancel_moves_only_unfinished_jobs(db, store, tmp_path):
