@@ -5,10 +5,13 @@ and runtime-env agents stay, a Ray Job's driver waits about a minute for its clu
 back, the ingress replica may still hold the service's port, and Ray's temp dir (its logs)
 stays on disk. Ray reaps none of this (`ray stop` would stop every Ray on the machine, other
 users' too), so each run records its Ray temp dir under the home, and the next run stops the
-processes that carry a dead run's temp dir in their environment and deletes the dir.
+processes of a dead run and deletes its dir. A process is the run's when it holds a file open
+under that dir (every Ray process writes its logs there) or carries it as RAY_TMPDIR in its
+environment; the environment alone does not do: Ray's processes overwrite it with their
+process title.
 
-Written by hand: what identifies one run's processes is the RAY_TMPDIR they inherited, which
-no process library knows about; /proc is read directly (Linux only, as Ray on one machine).
+Written by hand: what identifies one run's processes is its temp dir, which no process
+library knows about; /proc is read directly (Linux only, as Ray on one machine).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def reap(home: Path, grace_s: float = 5.0) -> list[int]:
             continue  # not a record of ours: never delete a path we did not make
         if int(path.name) != os.getpid() and _alive(int(path.name)):
             continue
-        left = _carrying(f"RAY_TMPDIR={ray_tmp}".encode())
+        left = _of_run(ray_tmp)
         _stop(left, grace_s)
         stopped += left
         shutil.rmtree(ray_tmp, ignore_errors=True)
@@ -81,21 +84,30 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _carries(pid: int, marker: bytes) -> bool:
+def _holds(pid: int, ray_tmp: str) -> bool:
+    """Whether the process carries `ray_tmp` as RAY_TMPDIR or holds a file open under it."""
+    proc = Path(f"/proc/{pid}")
     try:
-        return marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        if f"RAY_TMPDIR={ray_tmp}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+            return True
+        fds = list((proc / "fd").iterdir())
     except OSError:
         return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(fd).startswith(ray_tmp + "/"):
+                return True
+    return False
 
 
-def _carrying(marker: bytes) -> list[int]:
-    """Live processes (ours to see: the same user) whose environment holds `marker`."""
+def _of_run(ray_tmp: str) -> list[int]:
+    """Live processes (ours to see: the same user) of the run whose Ray temp dir this is."""
     me = os.getpid()
     return [
         int(entry.name)
         for entry in Path("/proc").iterdir()
         if entry.name.isdigit()
         and int(entry.name) != me
-        and _carries(int(entry.name), marker)
+        and _holds(int(entry.name), ray_tmp)
         and _alive(int(entry.name))
     ]

@@ -183,7 +183,7 @@ def test_the_service_killed_by_pid_is_restarted_and_the_job_finishes_once(servic
     service.start()
     assert not _ours(first_pid, f"RAY_TMPDIR={first_ray}".encode())
     assert not first_ray.exists()
-    assert "processes a killed run left behind" in service.log_tail()
+    assert "processes a killed run left behind" in service.log.read_text(errors="replace")
     assert [p.name for p in (service.home / ".local-ray").iterdir()] == [str(service.proc.pid)]
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while (done := http.get(f"/v1/fine_tuning/jobs/{job['id']}").json())["status"] not in (

@@ -4,6 +4,7 @@
 import os
 import subprocess
 import sys
+import time
 
 from service.cli import orphans
 
@@ -12,6 +13,13 @@ SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 
 def _sleeper(ray_tmp) -> subprocess.Popen:
     return subprocess.Popen(SLEEPER, env={**os.environ, "RAY_TMPDIR": str(ray_tmp)})
+
+
+def _logger(log) -> subprocess.Popen:
+    """A process known only by a log it holds open (Ray's overwrite their environment)."""
+    code = "import sys, time; f = open(sys.argv[1], 'a'); time.sleep(120)"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_TMPDIR"}
+    return subprocess.Popen([sys.executable, "-c", code, str(log)], env=env)
 
 
 def _dead_pid() -> int:
@@ -25,18 +33,21 @@ def test_a_dead_runs_processes_and_temp_dir_are_reaped(tmp_path):
     dead_tmp.mkdir(), live_tmp.mkdir()
     (dead_tmp / "session.log").write_text("logs")
     left, other = _sleeper(dead_tmp), _sleeper(live_tmp)
+    logging = _logger(dead_tmp / "session.log")
     runs = home / orphans.RUNS_DIR
     runs.mkdir(parents=True)
     (runs / str(_dead_pid())).write_text(str(dead_tmp))
     (runs / str(other.pid)).write_text(str(live_tmp))  # a live service's record
     (runs / "1234567").write_text("/etc")  # not a temp dir of ours: never deleted
     try:
-        assert orphans.reap(home, grace_s=10) == [left.pid]
-        assert left.wait(timeout=10) is not None and not dead_tmp.exists()
+        time.sleep(1)  # the logger has opened its log
+        assert sorted(orphans.reap(home, grace_s=10)) == sorted([left.pid, logging.pid])
+        assert left.wait(timeout=10) is not None and logging.wait(timeout=10) is not None
+        assert not dead_tmp.exists()
         assert other.poll() is None and live_tmp.is_dir()
         assert sorted(p.name for p in runs.iterdir()) == sorted([str(other.pid), "1234567"])
     finally:
-        for proc in (left, other):
+        for proc in (left, other, logging):
             proc.kill()
             proc.wait()
 
