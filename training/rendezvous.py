@@ -16,6 +16,7 @@ extension point; the env-var set-up it calls is Ray's own, private in Ray 2.60).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import timedelta
@@ -50,12 +51,14 @@ def _torch_backend(worker_group) -> str:
 
 
 class _OneNodeBackend(_TorchBackend):
+    folder: str | None = None  # this run's rendezvous folder (one controller, one run)
+
     def on_start(self, worker_group, backend_config) -> None:
         if len(set(worker_group.execute(_node))) > 1 or not dist.is_available():
             super().on_start(worker_group, backend_config)  # across nodes: Ray's TCP store
             return
         # a new folder each start: a run restarted after a worker failure meets afresh
-        folder = worker_group.execute_single(0, _private_dir, backend_config.folder)
+        self.folder = folder = worker_group.execute_single(0, _private_dir, backend_config.folder)
         store = os.path.join(folder, "store")
         worker_group.execute(_set_torch_distributed_env_vars)
         backend = backend_config.backend or _torch_backend(worker_group)
@@ -68,6 +71,12 @@ class _OneNodeBackend(_TorchBackend):
                 for i in range(n)
             ]
         )
+
+    def on_shutdown(self, worker_group, backend_config) -> None:
+        super().on_shutdown(worker_group, backend_config)
+        if self.folder:  # seen from here on one machine, or on the runs' shared volume
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
 
 
 @dataclass

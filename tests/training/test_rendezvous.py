@@ -53,7 +53,11 @@ def _loop(config):
     total = torch.ones(1)
     dist.all_reduce(total)  # the process group works
     rank = ray.train.get_context().get_world_rank()
-    seen = {"world": int(total.item()), "exposed": _exposed_listeners()}
+    seen = {
+        "world": int(total.item()),
+        "exposed": _exposed_listeners(),
+        "folders": {str(f): f.stat().st_mode & 0o777 for f in config["run"].glob("rendezvous-*")},
+    }
     (Path(config["out"]) / f"rank-{rank}.json").write_text(json.dumps(seen))
 
 
@@ -63,7 +67,7 @@ def _run(tmp_path: Path, name: str, torch_config: TorchConfig) -> list[dict]:
     out.mkdir()
     trainer = TorchTrainer(
         _loop,
-        train_loop_config={"out": str(out)},
+        train_loop_config={"out": str(out), "run": tmp_path / "run"},
         torch_config=torch_config,
         scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
         run_config=RunConfig(name=name, storage_path=str(tmp_path / "storage")),
@@ -75,9 +79,12 @@ def _run(tmp_path: Path, name: str, torch_config: TorchConfig) -> list[dict]:
 @pytest.mark.usefixtures("ray_session")
 def test_workers_on_one_node_meet_through_a_file_and_listen_nowhere(tmp_path):
     ours = _run(tmp_path, "file", OneNodeTorchConfig(folder=str(tmp_path / "run")))
-    assert ours == [{"world": 2, "exposed": []}] * 2
-    (folder,) = (tmp_path / "run").glob("rendezvous-*")
-    assert folder.stat().st_mode & 0o077 == 0  # the store is this user's alone
+    assert [r["world"] for r in ours] == [2, 2] and [r["exposed"] for r in ours] == [[], []]
+    # the store's folder, under the run's folder, is this user's alone, and goes with the run
+    assert ours[0]["folders"] == ours[1]["folders"]
+    ((folder, mode),) = ours[0]["folders"].items()
+    assert Path(folder).parent == tmp_path / "run" and mode == 0o700
+    assert not Path(folder).exists()
 
     rays = _run(tmp_path, "tcp", TorchConfig())  # the control: torch's TCPStore, all interfaces
     assert [r["world"] for r in rays] == [2, 2]
