@@ -52,6 +52,18 @@ def _ours(pgid: int | None, marker: bytes) -> list[int]:
     return pids
 
 
+def _describe(pid: int) -> str:
+    """A leftover process, for the failure message: its name, group and open files."""
+    proc = Path(f"/proc/{pid}")
+    try:
+        name = (proc / "comm").read_text().strip()
+        group = (proc / "stat").read_text().rsplit(")", 1)[1].split()[2]
+        files = sorted({os.readlink(fd) for fd in (proc / "fd").iterdir()})
+    except OSError as exc:
+        return f"{pid}: {exc}"
+    return f"{pid} {name} pgid={group} files={[f for f in files if '/' in f][:6]}"
+
+
 class Service:
     """`tuneserve run` in a process group of its own, so that everything it starts can be
     found, and stopped, by that group."""
@@ -80,6 +92,12 @@ class Service:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        # its record is written once it has reaped what a killed run left; until then the
+        # old run's ingress replica may still answer on the port
+        record = self.home / ".local-ray" / str(self.proc.pid)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not record.exists() and self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
         try:
             wait_ready(self.url, timeout_s=START_TIMEOUT_S)
         except RuntimeError as exc:
@@ -181,7 +199,8 @@ def test_the_service_killed_by_pid_is_restarted_and_the_job_finishes_once(servic
     # Ray's temp dir) is left for the next start on the same home to stop and delete
     assert _ours(first_pid, f"RAY_TMPDIR={first_ray}".encode()) and first_ray.is_dir()
     service.start()
-    assert not _ours(first_pid, f"RAY_TMPDIR={first_ray}".encode())
+    left = _ours(first_pid, f"RAY_TMPDIR={first_ray}".encode())
+    assert not left, [_describe(pid) for pid in left]
     assert not first_ray.exists()
     assert "processes a killed run left behind" in service.log.read_text(errors="replace")
     assert [p.name for p in (service.home / ".local-ray").iterdir()] == [str(service.proc.pid)]
