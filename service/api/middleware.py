@@ -121,17 +121,32 @@ class LimitBody:
                 param="file" if upload else None,
             )
             return await error_response(too_large)(scope, receive, send)
-        seen = 0
+        seen, passed, answered = 0, None, False
 
         async def counted():
-            nonlocal seen
+            nonlocal seen, passed
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > limit:
-                raise TooLarge(
+                passed = TooLarge(
                     f"the request body passed {limit} bytes, the limit (setting {setting})",
                     param="file" if upload else None,
                 )
+                raise passed
             return message
 
-        return await self.app(scope, counted, send)
+        async def guarded(message):
+            # once the body passed its limit, the app's answer (FastAPI turns an error while
+            # it reads a JSON body into a 400) gives way to the 413 sent below
+            nonlocal answered
+            if passed is None or answered:
+                answered = True
+                await send(message)
+
+        try:
+            await self.app(scope, counted, guarded)
+        except Exception:
+            if passed is None:
+                raise
+        if passed is not None and not answered:
+            await error_response(passed)(scope, receive, send)

@@ -1,7 +1,7 @@
 import pytest
 
 from service.errors import InvalidRequest, ModelNotFound, WrongTask
-from service.registry import BASE_MODEL_ID, Registry, check_endpoint
+from service.registry import BASE_MODEL_ID, Registry, check_endpoint, classify_route
 from training import artifacts
 from training.artifacts import Manifest
 
@@ -93,3 +93,35 @@ def test_an_encoder_with_head_variants_is_not_deleted_until_they_are(registry, t
     registry.delete(encoder)
     with pytest.raises(ModelNotFound):
         registry.resolve("mlm-enc")
+
+
+def _head(home, model_id, base, labels=("a", "b")):
+    with artifacts.staged_model_dir(home, model_id) as stage:
+        manifest = Manifest(
+            id=model_id, task="text-classification", method="head", base=base, labels=list(labels)
+        )
+        artifacts.write_manifest(stage, manifest)
+
+
+def test_a_list_takes_head_variants_of_one_base_and_that_base(registry, tmp_path):
+    _add(tmp_path, "other-encoder", "feature-extraction")
+    _head(tmp_path, "h1", "minilm")
+    _head(tmp_path, "h2", "minilm")
+    _head(tmp_path, "h-other", "other-encoder")
+    resolve = registry.resolve
+
+    route = classify_route(
+        registry, [resolve("h1"), resolve("base"), resolve("h2")], ["x", "y"], many=True
+    )
+    assert route.target == BASE_MODEL_ID and route.outputs == ["h1", None, "h2"]
+    alone = classify_route(registry, [resolve("h-other")], None, many=False)
+    assert alone.target == "other-encoder" and alone.outputs == ["h-other"]
+
+    with pytest.raises(InvalidRequest, match="different bases") as exc:
+        classify_route(registry, [resolve("h1"), resolve("h-other")], None, many=True)
+    assert exc.value.status == 400 and exc.value.param == "model"
+    assert "h1: base" in exc.value.message and "h-other: other-encoder" in exc.value.message
+    with pytest.raises(InvalidRequest, match="'ft:minilm:tickets:ab12' is a full fine-tune"):
+        classify_route(
+            registry, [resolve("h1"), resolve("ft:minilm:tickets:ab12")], None, many=True
+        )

@@ -207,6 +207,11 @@ def test_a_body_over_the_limit_is_413_and_a_tenant_over_its_jobs_is_429(
     big = {"model": "base", "inputs": ["x" * 9000] * 200, "labels": LABELS}  # ~1.8 MB
     r = acme.post("/v1/classify", json=big)
     assert r.status_code == 413 and "TUNESERVE_MAX_REQUEST_BYTES" in r.text, r.text
+    # sent in chunks, with no Content-Length to refuse it by: counted as it streams
+    chunked = (b"x" * 9000 for _ in range(200))
+    r = acme.post("/v1/classify", content=chunked, headers={"content-type": "application/json"})
+    assert "content-length" not in r.request.headers
+    assert r.status_code == 413 and "limit" in r.json()["error"]["message"], r.text
     # acme has one unfinished job (the runner of this app does not pick jobs up); 4 at most
     body = {"model": "base", "training_file": acme_things["file"]}
     codes = [acme.post("/v1/fine_tuning/jobs", json=body).status_code for _ in range(4)]

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import app_on_session, get, post, replica_stats, wait_for_metric
+from conftest import app_on_session, get, metric_total, post, replica_stats, wait_for_metric
 from testdata import write_head_variant
 
 from training import artifacts
@@ -64,6 +64,18 @@ def test_a_burst_for_three_variants_and_their_base_is_one_encoder_pass(url, serv
             assert got["score"] == pytest.approx(want["score"], abs=1e-6)
     heads = replica_stats(APP)["heads"]
     assert heads["loads"] == 3 and heads["hits"] >= 3 and heads["applied"] >= 6
+    # and /metrics says the same, for this application's replica alone (once Ray exports it)
+    mine = {"application": APP, "model": "base"}
+    for name, stat in (
+        ("heads_applied", "applied"),
+        ("head_cache_hits", "hits"),
+        ("head_loads", "loads"),
+    ):
+        metric = f"ray_tuneserve_{name}_total"
+        assert wait_for_metric(service_url, metric, heads[stat], **mine) == heads[stat], metric
+    assert wait_for_metric(service_url, "ray_tuneserve_head_cache_heads", 3, application=APP) == 3
+    cached = metric_total(service_url, "ray_tuneserve_head_cache_bytes", application=APP)
+    assert cached == heads["bytes"] > 0
 
 
 def test_one_request_asks_several_variants_and_the_base(url):

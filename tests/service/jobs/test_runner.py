@@ -201,3 +201,22 @@ def test_the_queue_serves_tenants_in_turn_and_a_finished_job_registers_its_model
     setup.until(runner, lambda: all(setup.status(j).settled for j in made), "the cancels")
     # the two that ran keep no run folder (the queued one never had one but for its plan)
     assert not any(jobs.run_dir(setup.home, j.id).exists() for j in (made[0], made[2]))
+
+
+def test_a_job_cancelled_after_the_queue_was_read_is_never_submitted(setup):
+    """The runner read the job as queued; a cancel lands before it submits: the submission
+    claims only a job still queued, so nothing runs and the cancel stands."""
+    job = setup.job(lambda output: {"attempt 1": [{"exit": 0}]})
+    with setup.db.session() as s:
+        s.execute(update(Job).where(Job.id == job.id).values(status="queued"))
+    with setup.db.session() as s:
+        stale = s.scalar(select(Job).where(Job.id == job.id))  # what _start_queued read
+    jobs.cancel(setup.db, job.id)
+    runner = setup.runner()
+    runner._submit(stale)
+    after = setup.status(job)
+    assert after.status == "cancelled"
+    with setup.db.session() as s:
+        assert s.scalar(select(Job.ray_job_id).where(Job.id == job.id)) is None
+    submitted = [j.submission_id for j in _ray_client().list_jobs()]
+    assert not any(str(sid).startswith(job.id) for sid in submitted)

@@ -123,3 +123,49 @@ def test_parallel_creations_cannot_pass_the_tenants_job_limit(db, store, tmp_pat
         made = [m for m in pool.map(create, range(12)) if m]
     assert len(made) == 4, made
     assert len(jobs.listing(db, tenant="acme", limit=100)[0]) == 4
+
+
+def test_a_job_asks_no_more_workers_gpus_or_epochs_than_the_settings_allow(db, store, tmp_path):
+    from dataclasses import replace
+
+    from service.errors import LimitExceeded
+
+    registry = Registry(store, "base")
+    f = _upload(db, tmp_path, classification_file(tmp_path / "c.jsonl", rows=8).read_text())
+    tight = replace(DEFAULTS, max_workers=2, max_gpus=1, max_epochs=3)
+
+    def create(**kw):
+        return jobs.create(db, _job_request(f.id, **kw), registry.resolve("base"), defaults=tight)
+
+    for kw, param, setting in (
+        ({"scaling": {"num_workers": 3}}, "scaling.num_workers", "TUNESERVE_MAX_JOB_WORKERS"),
+        (
+            {"scaling": {"num_workers": 2, "use_gpu": True}},
+            "scaling.use_gpu",
+            "TUNESERVE_MAX_JOB_GPUS",
+        ),
+        (
+            {"hyperparameters": {"n_epochs": 4}},
+            "hyperparameters.n_epochs",
+            "TUNESERVE_MAX_JOB_EPOCHS",
+        ),
+    ):
+        with pytest.raises(LimitExceeded, match=setting) as exc:
+            create(**kw)
+        assert exc.value.param == param and exc.value.status == 422
+    made = create(scaling={"num_workers": 2}, hyperparameters={"n_epochs": 3})
+    assert made.spec["scaling"]["num_workers"] == 2
+
+
+def test_a_model_an_unfinished_job_starts_from_cannot_be_deleted(db, store, tmp_path):
+    registry = Registry(store, "base")
+    f = _upload(db, tmp_path, classification_file(tmp_path / "c.jsonl", rows=8).read_text())
+    job = _create(db, registry, _job_request(f.id))
+    stored = registry.resolve("base").manifest.id
+    assert job.spec["base_model"] == stored
+    with pytest.raises(Conflict, match=f"base of unfinished job\\(s\\) {job.id}") as exc:
+        jobs.refuse_if_in_use(db, stored)
+    assert exc.value.status == 409
+    jobs.refuse_if_in_use(db, "some-other-model")
+    jobs.cancel(db, job.id)
+    jobs.refuse_if_in_use(db, stored)  # the job ended: the model may go
