@@ -72,6 +72,11 @@ class ParityReport(BaseModel):
     min_cosine: dict[str, float] = Field(default_factory=dict)
     # a fine-tuned model: its validation metric through each graph (accuracy or F1, percent)
     validation_metric: dict[str, float] = Field(default_factory=dict)
+    # a classifier: the same metric on every held-out row and a sample of the training rows,
+    # `gate_rows` in all: what the precision gate compares (precision.py). On small data the
+    # held-out split alone is a handful of rows, where one row is several points
+    gate_metric: dict[str, float] = Field(default_factory=dict)
+    gate_rows: int | None = None
     # an encoder with a masked-LM head (training/fill_mask_graph.py): the share of masked
     # positions whose top token matches PyTorch's, and the largest logit difference
     fill_mask_top1: dict[str, float] = Field(default_factory=dict)

@@ -3,8 +3,9 @@ runs (int8 on CPU, fp16 on a GPU) when that graph stays within the accuracy budg
 fp32, else fp32; and ONNX Runtime's CUDA provider where onnxruntime-gpu sees a GPU.
 
 The budget is read from what the export measured (the manifest's parity report): a fine-tuned
-model's validation metric through each graph (points of accuracy or F1), an encoder's cosine
-to PyTorch's embeddings (its minimum over the parity sentences). A manifest written before
+model's metric through each graph (points of accuracy or F1; a classifier's on its held-out
+rows and a sample of its training rows, `gate_metric`, else on the validation data), an
+encoder's cosine to PyTorch's embeddings (its minimum over the parity sentences). A manifest written before
 these were recorded is served as its export chose.
 """
 
@@ -65,11 +66,11 @@ def choose(manifest: Manifest, device: str, *, budget: float, min_cosine: float)
     parity = manifest.parity
     if f"onnx_{fast}" not in manifest.files:
         return Serving("fp32", device, f"no {fast} graph was exported")
-    metric = parity.validation_metric if parity else {}
+    gated = bool(parity and parity.gate_metric)
+    metric = (parity.gate_metric if gated else parity.validation_metric) if parity else {}
     if fast in metric and "fp32" in metric:
-        shown = (
-            f"{fast} scores {metric[fast]:.2f} on validation against fp32's {metric['fp32']:.2f}"
-        )
+        rows = f"{parity.gate_rows} labelled rows" if gated and parity else "validation"
+        shown = f"{fast} scores {metric[fast]:.2f} on {rows} against fp32's {metric['fp32']:.2f}"
         if metric[fast] >= metric["fp32"] - budget:
             return Serving(fast, device, f"{shown}: within the {budget:g}-point budget")
         return Serving("fp32", device, f"{shown}: beyond the {budget:g}-point budget")

@@ -41,6 +41,21 @@ def test_the_fastest_precision_within_the_budget(manifest, device, precision, wo
     assert words in chosen.reason
 
 
+def test_a_classifiers_gate_rows_decide_over_its_few_validation_rows():
+    """16 held-out rows: one row is 6 points. The gate's 1,016 rows (held-out and training)
+    decide, both ways, and the reason says on what."""
+    noisy = classifier(fp32=87.5, int8=81.25, fp16=87.5)
+    noisy.parity.gate_metric, noisy.parity.gate_rows = {"fp32": 97.1, "int8": 96.9}, 1016
+    chosen = choose(noisy, "cpu", budget=1.0, min_cosine=0.95)
+    assert chosen.precision == "int8"
+    assert chosen.reason == (
+        "int8 scores 96.90 on 1016 labelled rows against fp32's 97.10: within the 1-point budget"
+    )
+    broken = classifier(fp32=87.5, int8=87.5, fp16=87.5)
+    broken.parity.gate_metric, broken.parity.gate_rows = {"fp32": 97.1, "int8": 80.0}, 1016
+    assert choose(broken, "cpu", budget=1.0, min_cosine=0.95).precision == "fp32"
+
+
 def test_a_missing_graph_or_metric_falls_back_to_fp32_or_the_exports_choice():
     no_fp16 = classifier(fp32=90.0, int8=90.0, fp16=90.0)
     no_fp16.files = {k: v for k, v in GRAPHS.items() if k != "onnx_fp16"}
