@@ -190,6 +190,8 @@ def test_upload_train_watch_open_try_and_cancel(browser, world):
     assert "base zero-shot" in page.text_content("#report")
     assert int(page.get_attribute("#validation-chart", "data-points")) > 0
     assert page.locator("#cancel-job").count() == 0
+    saved = page.locator("h2:text-is('Checkpoints') + div tbody tr")
+    assert saved.count() >= 1 and "ckpt-step-" in saved.first.text_content()
     _shot(page, "job")
 
     # Models: the job's model, its lineage and export report
@@ -203,7 +205,15 @@ def test_upload_train_watch_open_try_and_cancel(browser, world):
     _shot(page, "model")
     page.click("nav >> text=Models")
     page.wait_for_selector("table.models")
-    assert model in page.text_content("table.models")
+    # model, task, serves, precision served, kind, base, created
+    rows = [
+        r.locator("td").all_text_contents() for r in page.locator("table.models tbody tr").all()
+    ]
+    listed = {r[0]: r for r in rows}
+    row = listed[model]
+    assert row[1:3] == ["text-classification", "text-classification"], row
+    assert re.fullmatch(r"(int8|fp32) on cpu", row[3]) and row[4:6] == ["full", "base"], row
+    assert listed["base"][4] == "encoder (zero-shot)", listed["base"]
     _shot(page, "models")
 
     # Playground: the model classifies; a hostile label comes back as text and runs nothing

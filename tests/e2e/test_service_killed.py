@@ -64,6 +64,27 @@ def _describe(pid: int) -> str:
     return f"{pid} {name} pgid={group} files={[f for f in files if '/' in f][:6]}"
 
 
+def _listener(port: int) -> tuple[str, str]:
+    """Who listens on `port` and where: (the process's title, its address), from /proc."""
+    found = {}
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            local, state, inode = (line.split()[i] for i in (1, 3, 9))
+            if state == "0A" and int(local.split(":")[1], 16) == port:  # LISTEN
+                found[inode] = local.split(":")[0]
+    assert len(found) == 1, f"{len(found)} listening sockets on port {port}"
+    ((inode, hex_addr),) = found.items()
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if proc.name.isdigit() and any(
+                os.readlink(fd) == f"socket:[{inode}]" for fd in (proc / "fd").iterdir()
+            ):
+                title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode()
+                # /proc writes the IPv4 address's 32-bit word in host (little-endian) order
+                return title, ".".join(str(b) for b in bytes.fromhex(hex_addr)[::-1])
+    raise AssertionError(f"no process holds the socket listening on {port}")
+
+
 class Service:
     """`tuneserve run` in a process group of its own, so that everything it starts can be
     found, and stopped, by that group."""
@@ -163,6 +184,9 @@ def service(store, pg_admin):
 
 def test_the_service_killed_by_pid_is_restarted_and_the_job_finishes_once(service, tmp_path):
     service.start()
+    # direct ingress: the ingress replica itself answers on the service's port, on loopback,
+    # with no proxy actor in the path
+    assert _listener(service.port) == ("ray::ServeReplica:tuneserve:ingress", "127.0.0.1")
     http = httpx.Client(base_url=service.url, timeout=60)
     data = classification_file(tmp_path / "sentiment.jsonl", rows=400)
     with data.open("rb") as f:

@@ -169,3 +169,39 @@ def test_a_model_an_unfinished_job_starts_from_cannot_be_deleted(db, store, tmp_
     jobs.refuse_if_in_use(db, "some-other-model")
     jobs.cancel(db, job.id)
     jobs.refuse_if_in_use(db, stored)  # the job ended: the model may go
+
+
+@pytest.mark.parametrize("kind", ["qa", "classification"])
+def test_the_cli_trains_with_the_job_apis_defaults(db, store, tmp_path, kind):
+    """`tuneserve finetune` and a job with nothing but the file and the task resolve to the
+    same hyperparameters (README's QA and classification results hold for both)."""
+    from service.cli import parser
+    from service.cli.train import spec_from_args
+    from training.config import FinetuneSpec, pick_method
+
+    if kind == "qa":
+        path, task = squad_file(tmp_path / "s.json", copies=3), "extractive-qa"
+    else:
+        path, task = classification_file(tmp_path / "c.jsonl", rows=300), "text-classification"
+    upload = _upload(db, tmp_path, path.read_text(), path.name)
+    job = _create(db, Registry(store, "base"), _job_request(upload.id, task=task))
+    args = parser().parse_args(
+        ["finetune", "--task", task, "--train", str(path), "--home", str(store)]
+    )
+    cli_spec = FinetuneSpec.model_validate(spec_from_args(args, task))
+    api_spec = FinetuneSpec.model_validate(job.spec)
+    per_label = 150 if kind == "classification" else 0  # the run resolves "auto" by rows a label
+    assert pick_method(task, cli_spec.method, per_label) == api_spec.method == "full"
+    via_cli, via_api = cli_spec.hyperparameters, api_spec.hyperparameters
+    differ = {
+        k: (getattr(via_cli, k), getattr(via_api, k))
+        for k in type(via_api).model_fields
+        if k != "seed" and getattr(via_cli, k) != getattr(via_api, k)
+    }
+    assert differ == {}
+    if kind == "qa":
+        assert (via_api.max_seq_length, via_api.doc_stride, via_api.learning_rate) == (
+            384,
+            128,
+            1.5e-4,
+        )
