@@ -1,6 +1,7 @@
 """The image's smoke test, over HTTP against a running container (deploy/image/test.sh):
-ready, `base` classifies, a head-method fine-tuning job runs to the end through the job
-API, and its model classifies. Prints what each step took; exits non-zero on the first
+ready, `base` classifies, a head-method and a full fine-tuning job run to the end through
+the job API (the full one trains with Ray Train and torch and exports to ONNX inside the
+container), and their models classify. Prints what each step took; exits non-zero on the first
 failure."""
 
 from __future__ import annotations
@@ -57,10 +58,25 @@ def main(url: str) -> None:
     data = "".join(json.dumps({"text": x, "label": y}) + "\n" for x, y in TICKETS)
     files = {"file": ("tickets.jsonl", data.encode())}
     f = check(http.post("/v1/files", data={"purpose": "fine-tune"}, files=files), "upload")
-    job = {"model": "base", "training_file": f["id"], "task": "text-classification",
-           "training_method": "head", "suffix": "image"}  # fmt: skip
+    # a head job (the base's graph, seconds), then a full one: Ray Train and torch in the
+    # container, the export to ONNX, its three graphs and their parity
+    for method, hyperparameters in (
+        ("head", {}),
+        ("full", {"n_epochs": 1, "batch_size": 4, "cv_folds": 0}),
+    ):
+        model = run_job(http, f["id"], method, hyperparameters)
+        body = {"model": model, "inputs": ["I was billed two times"]}
+        result = check(http.post("/v1/classify", json=body), f"classify with the {method} model")
+        print(f"{method}: {result['results'][0]['label']} {result['results'][0]['score']:.2f}")
+
+
+def run_job(http: httpx.Client, file_id: str, method: str, hyperparameters: dict) -> str:
+    """A fine-tuning job through the job API, followed to its end; its model's id."""
+    job = {"model": "base", "training_file": file_id, "task": "text-classification",
+           "training_method": method, "suffix": f"image-{method}",
+           "hyperparameters": hyperparameters}  # fmt: skip
     t = time.monotonic()
-    job = check(http.post("/v1/fine_tuning/jobs", json=job), "create the job")
+    job = check(http.post("/v1/fine_tuning/jobs", json=job), f"create the {method} job")
     while job["status"] not in ("succeeded", "failed", "cancelled"):
         if time.monotonic() - t > 600:
             raise SystemExit(f"job {job['id']} still {job['status']} after 600 s")
@@ -68,10 +84,9 @@ def main(url: str) -> None:
         job = check(http.get(f"/v1/fine_tuning/jobs/{job['id']}"), "read the job")
     if job["status"] != "succeeded":
         raise SystemExit(f"job {job['id']} {job['status']}: {job.get('error')}")
-    print(f"job {job['id']} succeeded in {time.monotonic() - t:.0f} s: {job['fine_tuned_model']}")
-    body = {"model": job["fine_tuned_model"], "inputs": ["I was billed two times"]}
-    result = check(http.post("/v1/classify", json=body), "classify with the job's model")
-    print(f"fine-tuned: {result['results'][0]['label']} {result['results'][0]['score']:.2f}")
+    took = time.monotonic() - t
+    print(f"{method} job {job['id']} succeeded in {took:.0f} s: {job['fine_tuned_model']}")
+    return job["fine_tuned_model"]
 
 
 if __name__ == "__main__":

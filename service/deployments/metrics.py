@@ -17,8 +17,7 @@ class ReplicaMetrics:
         keys = ("model", "endpoint")
 
         def hist(name: str, description: str, boundaries: list[float]) -> Histogram:
-            # Ray types tag_keys as a 1-tuple; a tuple of any length works
-            return Histogram(name, description=description, boundaries=boundaries, tag_keys=keys)  # type: ignore[arg-type]
+            return Histogram(name, description=description, boundaries=boundaries, tag_keys=keys)  # type: ignore[arg-type]  # Ray types tag_keys as a 1-tuple; any length works
 
         self.queue = hist(
             "tuneserve_queue_seconds", "time a request waited for its batch", LATENCY_S

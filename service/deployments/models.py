@@ -247,7 +247,7 @@ class ModelClient:
             result = await asyncio.wait_for(call, self.timeout_s)
         except TimeoutError:
             raise ModelUnavailable(
-                f"model {model_id!r} did not answer within {self.timeout_s:.0f} s "
+                f"model {model_id!r} did not answer within {self.timeout_s:g} s "
                 "(setting TUNESERVE_MODEL_CALL_TIMEOUT_S); retry",
                 param="model",
             ) from None

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from service.schemas.fields import MAX_INPUTS, MAX_LABEL_CHARS, MIN_LABELS, Label, Request, Text
 from service.schemas.fields import MAX_LABELS as MAX_LABELS_CEILING
+from service.schemas.fill_mask import Filled
+from service.schemas.inference import QAResult
 
 
 class QAInputs(Request):
@@ -60,3 +62,24 @@ class HFRequest(Request):
     truncation_direction: Literal["left", "right", "Left", "Right"] | None = None
     dimensions: int | None = Field(None, ge=1)
     encoding_format: Literal["float", "base64"] | None = None
+
+
+class HFLabelScore(BaseModel):
+    label: str
+    score: float
+
+
+# What the route answers, by the task the payload and the model make (each shape as the
+# InferenceClient parses it): text classification, a ranked list a text; zero-shot, a ranked
+# list (a list of them for several texts); question answering, one answer; feature
+# extraction, a vector a text; fill-mask, a mask's candidates (a list of them for several
+# masks, and again for several texts)
+HFResponse = (
+    list[list[HFLabelScore]]
+    | list[HFLabelScore]
+    | QAResult
+    | list[list[float]]
+    | list[Filled]
+    | list[list[Filled]]
+    | list[list[list[Filled]]]
+)

@@ -119,8 +119,7 @@ class ClassificationTask:
         return pad_batch(features, self.tokenizer.pad_token_id)
 
     def evaluator(self, eval_data: list[dict], batch_size: int, device, seed: int) -> Evaluate:
-        # a list is a map-style dataset (DataLoader's types say Dataset)
-        loader: DataLoader = DataLoader(eval_data, batch_size=batch_size, collate_fn=self.collate)  # type: ignore[arg-type]
+        loader: DataLoader = DataLoader(eval_data, batch_size=batch_size, collate_fn=self.collate)  # type: ignore[arg-type]  # a list is a map-style dataset
         return lambda model: self.evaluate(model, loader, device)
 
     @torch.no_grad()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import urllib.request
+from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, Field
 
 from service.api.deps import Ctx
 from service.errors import ModelUnavailable, ServiceError, error_body
@@ -16,13 +18,22 @@ router = APIRouter(tags=["health"])
 READY_TIMEOUT_S = 30.0
 
 
-@router.get("/healthz")
+class Alive(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    base: str = Field(description="the stored id of the encoder that `base` names")
+
+
+@router.get("/healthz", response_model=Alive)
 async def healthz() -> dict:
     """The ingress is alive."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Ready)
 async def readyz(ctx: Ctx):
     """The base model is loaded in a replica and can serve, and the database answers."""
     assert ctx.models is not None

@@ -30,7 +30,7 @@ from service.inference.batching import approx_tokens
 from service.inference.requests import ClassifyItem, EmbedItem
 from service.registry import ResolvedModel, check_endpoint, classify_route
 from service.schemas.fields import MIN_LABELS
-from service.schemas.hf import HFParameters, HFRequest, QAInputs
+from service.schemas.hf import HFParameters, HFRequest, HFResponse, QAInputs
 
 router = APIRouter(tags=["hugging face"])
 MASK = "[MASK]"
@@ -51,7 +51,7 @@ def _ranked(scores: dict[str, float], top_k: int | None) -> list[dict]:
     return [{"label": k, "score": v} for k, v in ranked[:top_k]]
 
 
-@router.post("/hf/models/{model_id:path}")
+@router.post("/hf/models/{model_id:path}", response_model=HFResponse)
 async def hf_inference(
     ctx: Ctx, who: Caller, request: Request, model_id: ModelPath, body: HFRequest
 ):

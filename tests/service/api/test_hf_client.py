@@ -75,6 +75,16 @@ def test_question_answering_returns_a_span_of_the_context(hf):
         (lambda c: c.fill_mask("Paris is the [MASK] of France."), "no masked-LM head"),
         (lambda c: c.question_answering(question="q", context="c.", top_k=2), "top_k"),
         (lambda c: c.question_answering(question="q", context="c.", doc_stride=8), "doc_stride"),
+        (
+            lambda c: c.question_answering(question="q", context="c.", max_answer_len=5),
+            "max_answer_len",
+        ),
+        (
+            lambda c: c.question_answering(
+                question="q", context="c.", handle_impossible_answer=True
+            ),
+            "handle_impossible_answer is not served",
+        ),
         (lambda c: c.feature_extraction("x", normalize=False), "normalize"),
         (lambda c: c.feature_extraction("x", prompt_name="query"), "prompt_name"),
     ],

@@ -105,3 +105,22 @@ def test_metrics_count_these_requests_and_show_batches(service_url):
         "ray_serve_multiplexed_models_load_counter",
     ):
         assert wanted in text, wanted
+
+
+def test_a_model_call_past_its_time_limit_is_answered_with_503_not_held(
+    ray_session, service_url, store
+):
+    """The replica holds every batch 1 s for company; the ingress waits 0.2 s for an answer
+    (TUNESERVE_MODEL_CALL_TIMEOUT_S) and answers 503 saying so, instead of holding the call."""
+    with app_on_session(
+        service_url,
+        "slow",
+        home=store,
+        model_replica_cpus=0.25,
+        batch_wait_s=1.0,
+        model_call_timeout_s=0.2,
+    ) as url:
+        status, body = _classify(url, "the film was fine")
+        assert status == 503, body
+        assert "did not answer within 0.2 s" in body["error"]["message"], body
+        assert "TUNESERVE_MODEL_CALL_TIMEOUT_S" in body["error"]["message"]

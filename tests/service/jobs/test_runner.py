@@ -54,9 +54,12 @@ class Setup:
         with data.open("rb") as f:
             self.file = files.store(self.db, home, f, "data.jsonl", "fine-tune", limits=LIMITS)
 
-    def runner(self, max_running: int = 1) -> JobRunner:
+    def runner(self, max_running: int = 1, **limits_given) -> JobRunner:
         command = [sys.executable, str(FAKE_RUN)]
-        limits = RunnerLimits(max_running=max_running, ray_log_poll_s=0.0, min_event_interval_s=0.0)
+        limits = RunnerLimits(
+            **{"max_running": max_running, "ray_log_poll_s": 0.0, "min_event_interval_s": 0.0,
+               **limits_given}
+        )  # fmt: skip
         return JobRunner(self.db, self.home, RayJobs(command=command), limits)
 
     def job(self, plan) -> Job:
@@ -220,3 +223,28 @@ def test_a_job_cancelled_after_the_queue_was_read_is_never_submitted(setup):
         assert s.scalar(select(Job.ray_job_id).where(Job.id == job.id)) is None
     submitted = [j.submission_id for j in _ray_client().list_jobs()]
     assert not any(str(sid).startswith(job.id) for sid in submitted)
+
+
+def test_a_job_that_cannot_be_followed_fails_saying_why_and_progress_is_thinned(setup):
+    """The run ends well but leaves no model: registering it fails tick after tick, and after
+    `max_follow_errors` in a row the job fails with the reason, its slot freed. Its progress
+    events, 40 of them a few milliseconds apart, are kept at most one a second (the last
+    step always)."""
+
+    def plan(output: str) -> dict:
+        progress = [
+            {"event": _event(PROGRESS.model_copy(update={"step": i, "total_steps": 40,
+                                                         "at": 1000 + i / 100}))}
+            for i in range(1, 41)
+        ]  # fmt: skip
+        return {"attempt 1": [*progress, {"exit": 0}]}
+
+    job = setup.job(plan)
+    runner = setup.runner(max_follow_errors=3, min_event_interval_s=1.0)
+    setup.until(runner, lambda: setup.status(job).status == "failed", "the job's failure")
+    failed = setup.status(job)
+    assert failed.error["code"] == "follow_failed", failed.error
+    assert "could not follow the job" in failed.error["message"]
+    assert str(setup.home) not in failed.error["message"]  # no server path in an error
+    steps = [k for k in setup.keys(job) if k.startswith("progress:")]
+    assert steps == ["progress:1", "progress:40"], steps
