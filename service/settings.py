@@ -148,6 +148,12 @@ class Settings(BaseSettings):
     max_jobs_per_tenant: int = Field(
         4, ge=1, description="unfinished jobs (validating, queued, running) a tenant may have"
     )
+    max_tenant_models: int = Field(
+        100,
+        ge=1,
+        description="fine-tuned models a tenant may keep, its unfinished jobs counted as theirs "
+        "(a full variant takes about 231 MB on disk, a head-only one kilobytes)",
+    )
 
     # API keys (service/auth.py): set, or any key in the database, and every /v1/ call needs
     # one. Never logged; the ingress receives only its SHA-256.

@@ -69,10 +69,12 @@ def create(
     defaults: JobDefaults,
     tenant: str | None = None,
     max_unfinished: int | None = None,
+    max_models: int | None = None,
 ) -> Job:
     """Check a job request against its files and model, write it as `validating_files`.
-    A tenant with `max_unfinished` jobs not finished yet gets a 429: counted and written under
-    the tenant's lock, so that parallel requests cannot all pass the count."""
+    A tenant with `max_unfinished` jobs not finished yet, or with `max_models` models (its
+    unfinished jobs counted as the models they will make), gets a 429: counted and written
+    under the tenant's lock, so that parallel requests cannot all pass the count."""
     train = files.get(db, req.training_file, tenant)
     valid = files.get(db, req.validation_file, tenant) if req.validation_file else None
     job_id = new_job_id()
@@ -99,26 +101,30 @@ def create(
     with db.session() as s:
         if tenant is not None and max_unfinished is not None:
             lock_tenant(db, s, tenant)
-            _below_limit(s, tenant, max_unfinished)
+            _below_limit(s, tenant, max_unfinished, max_models)
         s.add(job)
         add_event(s, job.id, f"Created {p.task} job {job.id} from {req.model}", key="created")
     return job
 
 
-def _below_limit(s, tenant: str, max_unfinished: int) -> None:
-    unfinished = (
-        s.scalar(
-            select(func.count())
-            .select_from(Job)
-            .where(Job.tenant == tenant, Job.status.not_in(TERMINAL))
-        )
-        or 0
-    )
+def _below_limit(s, tenant: str, max_unfinished: int, max_models: int | None) -> None:
+    def count(table, *where) -> int:
+        return s.scalar(select(func.count()).select_from(table).where(*where)) or 0
+
+    unfinished = count(Job, Job.tenant == tenant, Job.status.not_in(TERMINAL))
     if unfinished >= max_unfinished:
         raise RateLimited(
             f"tenant {tenant!r} has {unfinished} unfinished jobs, the most it may have "
             f"(setting TUNESERVE_MAX_JOBS_PER_TENANT); retry when one finishes",
             param="training_file",
+        )
+    models = count(Model, Model.tenant == tenant, Model.shared.is_(False))
+    if max_models is not None and models + unfinished >= max_models:
+        raise RateLimited(
+            f"tenant {tenant!r} keeps {models} models and has {unfinished} unfinished jobs; "
+            f"it may keep {max_models} (setting TUNESERVE_MAX_TENANT_MODELS): delete one "
+            "first (DELETE /v1/models/{id})",
+            param="model",
         )
 
 

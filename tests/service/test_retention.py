@@ -49,3 +49,38 @@ def test_a_sweep_finishes_an_upload_a_crash_cut_short_and_removes_what_nothing_r
     assert [f.id for f in files.listing(db)[0]] == [moved.id, kept.id]  # `gone` is marked deleted
     assert not (home / "models" / ".staging-x-1234").exists()
     assert retention.sweep(db, home, older_than_s=3600) == []  # nothing left to do
+
+
+def test_a_sweep_removes_old_leftovers_of_runs_and_the_folders_of_ended_jobs(db, store, tmp_path):
+    from service.jobs import store as jobs
+    from service.jobs.spec import JobDefaults
+    from service.registry import Registry
+    from service.schemas.jobs import CreateJobRequest
+
+    home = tmp_path
+    text = classification_file(tmp_path / "t.jsonl", rows=8).read_bytes()
+    f = files.store(db, home, io.BytesIO(text), "t.jsonl", "fine-tune", limits=UPLOAD_LIMITS)
+    req = CreateJobRequest(model="base", training_file=f.id)
+    base = Registry(store, "base").resolve("base")
+    ended, running = (jobs.create(db, req, base, defaults=JobDefaults()) for _ in range(2))
+    jobs.cancel(db, ended.id)
+    for job in (ended, running):
+        (home / "runs" / job.id / "inputs").mkdir(parents=True)
+    # a preparation a crash cut short (old, and one under way), an old retired model
+    old_prep, new_prep = (
+        home / "runs" / running.id / ".prep-a1",
+        home / "runs" / running.id / ".prep-b2",
+    )
+    old_prep.mkdir()
+    new_prep.mkdir()
+    _age(old_prep, 7200)
+    (home / "models" / ".retired-x-1").mkdir(parents=True)
+    _age(home / "models" / ".retired-x-1", 7200)
+
+    done = retention.sweep(db, home, older_than_s=3600)
+    assert f"removed runs/{ended.id} (its job had ended)" in done
+    assert not (home / "runs" / ended.id).exists()
+    assert (home / "runs" / running.id / "inputs").is_dir()  # it may still need them
+    assert not old_prep.exists() and new_prep.exists()
+    assert not (home / "models" / ".retired-x-1").exists()
+    assert retention.sweep(db, home, older_than_s=3600) == []

@@ -37,6 +37,7 @@ async def create_job(ctx: Ctx, who: Caller, body: CreateJobRequest) -> JobView:
         ),
         tenant=who.scope,
         max_unfinished=s.max_jobs_per_tenant if who.scope else None,
+        max_models=s.max_tenant_models if who.scope else None,
     )
     return JobView.of(job)
 

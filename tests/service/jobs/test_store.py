@@ -205,3 +205,34 @@ def test_the_cli_trains_with_the_job_apis_defaults(db, store, tmp_path, kind):
             128,
             1.5e-4,
         )
+
+
+def test_a_tenant_keeps_no_more_models_than_its_quota(db, store, tmp_path):
+    """Two models kept and a quota of three: one more job may start (it will make the third);
+    the next is refused until a model is deleted. Shared models and other tenants' do not
+    count."""
+    from service.db import Model, now
+    from service.errors import RateLimited
+
+    registry = Registry(store, "base")
+    text = classification_file(tmp_path / "c.jsonl", rows=8).read_text()
+    f = files.store(db, tmp_path, io.BytesIO(text.encode()), "c.jsonl", "fine-tune",
+                    limits=LIMITS, tenant="acme")  # fmt: skip
+    with db.session() as s:
+        for i, (tenant, shared) in enumerate([("acme", False), ("acme", False), ("globex", False),
+                                             (None, True)]):  # fmt: skip
+            s.add(Model(id=f"m{i}", tenant=tenant, shared=shared, task="text-classification",
+                        base_model="base", spec={}, metrics={}, precision="int8",
+                        created_at=now()))  # fmt: skip
+
+    def create():
+        return jobs.create(db, _job_request(f.id), registry.resolve("base"), defaults=DEFAULTS,
+                           tenant="acme", max_unfinished=4, max_models=3)  # fmt: skip
+
+    create()
+    with pytest.raises(RateLimited, match="keeps 2 models and has 1 unfinished jobs") as exc:
+        create()
+    assert "TUNESERVE_MAX_TENANT_MODELS" in exc.value.message and exc.value.status == 429
+    with db.session() as s:
+        s.execute(Model.__table__.delete().where(Model.id == "m0"))
+    create()  # room again
