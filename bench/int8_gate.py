@@ -5,11 +5,12 @@ precision gate sees.
 
 For each set and size: a full-method run on N rows a label of the train split
 (training/run.py, "auto" epochs, no cross-validation, so a full model is always made), then
-its fp32 and int8 graphs, each text scored alone (a batch's companions move int8's
-activation scales), on the rows it was given (held out and trained on: what the gate
-scores) and on the set's test split (new sentences). Prints a table: the held-out split's
-accuracy (what a gate of held-out rows alone saw), the gate rows', the test split's, and how
-often the two graphs agree on the test split. Skips with a message when ../shared/datasets
+its fp32 and int8 graphs. Prints a table: the held-out split's accuracy and the precision
+gate's (as the export measured them, in batches: what it decided on), the precision served
+and the run's wall time; then each text scored alone (a batch's companions move int8's
+activation scales) on the rows the run was given (held out and trained on) and on the
+set's test split (new sentences), and how often the two graphs agree on the test split.
+Skips with a message when ../shared/datasets
 is absent.
 """
 
@@ -58,16 +59,20 @@ def measure(home: Path, work: Path, name: str, per_label: int) -> dict:
     started = time.perf_counter()
     try:
         run(spec, home, replace_model=True)
+        run_s = time.perf_counter() - started
         folder = artifacts.model_dir(home, run_id)
-        parity = artifacts.read_manifest(folder).parity
+        manifest = artifacts.read_manifest(folder)
+        parity = manifest.parity
+        assert parity is not None
         # budgets that force each precision
         fp32, int8 = load_model(folder, budget=-1e9), load_model(folder, budget=1e9)
         given = [pool.texts[i] for i in rows], np.array([pool.labels[i] for i in rows])
-        out = {"set": name, "per_label": per_label, "rows": len(rows),
+        out = {"set": name, "per_label": per_label, "rows": len(rows), "run_s": run_s,
                "val_fp32": parity.validation_metric["fp32"], "val_int8": parity.validation_metric["int8"],
-               "run_s": time.perf_counter() - started}  # fmt: skip
+               "export_gate_fp32": parity.gate_metric["fp32"], "export_gate_int8": parity.gate_metric["int8"],
+               "export_gate_rows": parity.gate_rows, "precision": manifest.precision}  # fmt: skip
         for part, (texts, gold) in {
-            "gate": given,
+            "given": given,
             "test": (test.texts, np.array(test.labels)),
         }.items():
             a, b = np.array(_labels(fp32, texts)), np.array(_labels(int8, texts))
@@ -106,7 +111,9 @@ def main() -> int:
     print(markdown_table([
         ("set", "{set}"), ("rows a label", "{per_label}"), ("rows", "{rows}"),
         ("held-out % fp32 / int8", pair % ("val", "val")),
-        ("gate rows % fp32 / int8", pair % ("gate", "gate")),
+        ("gate % fp32 / int8", pair % ("export_gate", "export_gate")), ("gate rows", "{export_gate_rows}"),
+        ("served", "{precision}"), ("run s", "{run_s:.0f}"),
+        ("given rows alone % fp32 / int8", pair % ("given", "given")),
         ("test % fp32 / int8", pair % ("test", "test")), ("test rows", "{test_n}"),
         ("test agreement %", "{test_agree:.1f}"),
     ], rows))  # fmt: skip

@@ -89,6 +89,11 @@ class Registry:
 
     def delete(self, model: ResolvedModel) -> None:
         """Remove a model's folder: renamed aside first, so no request ever loads half of it."""
+        self.check_deletable(model)
+        artifacts.remove_model_dir(self.home, model.manifest.id)
+
+    def check_deletable(self, model: ResolvedModel) -> None:
+        """Conflict for the base, and for an encoder that head variants serve through."""
         if model.manifest.id == self.base_model:
             raise Conflict("the base model is the deployment's own: it cannot be deleted")
         heads = [
@@ -102,7 +107,6 @@ class Registry:
                 "through it; delete them first",
                 param="model_id",
             )
-        artifacts.remove_model_dir(self.home, model.manifest.id)
 
 
 def check_endpoint(model: ResolvedModel, endpoint: str, labels: list[str] | None = None) -> None:

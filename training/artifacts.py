@@ -77,6 +77,30 @@ class ParityReport(BaseModel):
     # held-out split alone is a handful of rows, where one row is several points
     gate_metric: dict[str, float] = Field(default_factory=dict)
     gate_rows: int | None = None
+    validation_rows: int | None = None  # the held-out rows among them
+
+    def verdict(self, fast: str, budget: float) -> tuple[bool, str] | None:
+        """Whether graph `fast` stays within `budget` points of fp32, and why; None when the
+        metrics were not recorded. A classifier is judged on its gate rows, and its held-out
+        rows veto a graph that loses more than one of them and more than the budget there."""
+        gated = bool(self.gate_metric)
+        metric = self.gate_metric if gated else self.validation_metric
+        if fast not in metric or "fp32" not in metric:
+            return None
+        rows = f"{self.gate_rows} labelled rows" if gated else "validation"
+        shown = f"{fast} scores {metric[fast]:.2f} on {rows} against fp32's {metric['fp32']:.2f}"
+        if metric[fast] < metric["fp32"] - budget:
+            return False, f"{shown}: beyond the {budget:g}-point budget"
+        held, n = self.validation_metric, self.validation_rows
+        if gated and n and fast in held and "fp32" in held:
+            drop = held["fp32"] - held[fast]
+            if drop > budget and drop * n / 100 > 1 + 1e-6:
+                return False, (
+                    f"{shown}, but {round(drop * n / 100)} of its {n} held-out rows lost "
+                    f"({held[fast]:.2f} against {held['fp32']:.2f}): beyond the {budget:g}-point budget"
+                )
+        return True, f"{shown}: within the {budget:g}-point budget"
+
     # an encoder with a masked-LM head (training/fill_mask_graph.py): the share of masked
     # positions whose top token matches PyTorch's, and the largest logit difference
     fill_mask_top1: dict[str, float] = Field(default_factory=dict)

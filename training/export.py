@@ -233,23 +233,23 @@ def export_finetuned(
     manifest: Manifest,
     *,
     validate: Callable[[object], float],
-    gate: tuple[Callable[[object], float], int] | None = None,
+    gate: tuple[Callable[[object], float], int, int] | None = None,
     max_metric_drop: float = 1.0,
     replace: bool = False,
 ) -> Manifest:
     """Export a fine-tuned classifier or QA model. `validate(session) -> float` scores an ONNX
     Runtime session on the validation data (accuracy or F1 in percent); `gate`, (a scorer,
-    its rows), on more labelled rows when the validation data is small. int8 is served only
-    when it scores within `max_metric_drop` points of fp32 on the gate's rows (else the
-    validation data's)."""
+    its rows, the held-out ones among them), on more labelled rows when the validation data
+    is small. int8 is served only when it scores within `max_metric_drop` points of fp32
+    (ParityReport.verdict)."""
 
     def choose(sessions: dict[str, object], report: ParityReport) -> Precision:
-        scores = {p: float(validate(s)) for p, s in sessions.items()}
-        report.validation_metric = scores
+        report.validation_metric = {p: float(validate(s)) for p, s in sessions.items()}
         if gate is not None:
-            score, report.gate_rows = gate
-            scores = report.gate_metric = {p: float(score(s)) for p, s in sessions.items()}
-        return "int8" if scores["int8"] >= scores["fp32"] - max_metric_drop else "fp32"
+            score, report.gate_rows, report.validation_rows = gate
+            report.gate_metric = {p: float(score(s)) for p, s in sessions.items()}
+        verdict = report.verdict("int8", max_metric_drop)
+        return "int8" if verdict and verdict[0] else "fp32"
 
     module = HeadOutputs(model.eval(), output_names).eval()
     return _export(

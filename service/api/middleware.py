@@ -146,7 +146,7 @@ class LimitBody:
         try:
             await self.app(scope, counted, guarded)
         except Exception:
-            if passed is None:
+            if passed is None or answered:
                 raise
         if passed is not None and not answered:
             await error_response(passed)(scope, receive, send)

@@ -4,13 +4,17 @@ progress bar. The spec is built and checked here; `python -m training` runs it."
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 from pydantic import ValidationError
 
@@ -94,10 +98,22 @@ def run_training(spec: dict, home: Path, *, replace_model: bool = False) -> int:
                 stderr=subprocess.STDOUT,
                 text=True,
                 env=os.environ.copy(),
+                # a group of its own: Ctrl-C reaches this process alone, which stops the run
+                # with one SIGINT (a second one could cut its shutdown short: _interrupt)
+                process_group=0,
             ) as proc,
         ):
             assert proc.stdout is not None
-            result = _show(proc.stdout, log)
+            try:
+                result = _show(proc.stdout, log)
+            except KeyboardInterrupt:
+                _interrupt(proc, log)
+                print(
+                    f"\nrun {spec['run_id']} interrupted; rerun with --run-id {spec['run_id']} "
+                    "to resume it from its last checkpoint",
+                    file=sys.stderr,
+                )
+                return 130
         if proc.returncode:
             print(
                 f"\nrun {spec['run_id']} failed (exit {proc.returncode}); see {runs / 'train.log'}",
@@ -114,6 +130,30 @@ def run_training(spec: dict, home: Path, *, replace_model: bool = False) -> int:
         return 0
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _interrupt(proc: subprocess.Popen, log: IO[str], grace_s: float = 30.0) -> None:
+    """Stop the run with one SIGINT, as Ctrl-C would (its Ray shut down, its checkpoints
+    kept); terminate it if it does not stop in time. Its output is still read meanwhile, so
+    that a full pipe cannot hold it."""
+
+    def drain() -> None:
+        with contextlib.suppress(ValueError, OSError):  # the log closes when we return
+            for line in proc.stdout or ():
+                log.write(line)
+
+    threading.Thread(target=drain, daemon=True).start()
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def result_lines(result: events.Result, base: str) -> str:

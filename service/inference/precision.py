@@ -66,16 +66,12 @@ def choose(manifest: Manifest, device: str, *, budget: float, min_cosine: float)
     parity = manifest.parity
     if f"onnx_{fast}" not in manifest.files:
         return Serving("fp32", device, f"no {fast} graph was exported")
-    gated = bool(parity and parity.gate_metric)
-    metric = (parity.gate_metric if gated else parity.validation_metric) if parity else {}
-    if fast in metric and "fp32" in metric:
-        rows = f"{parity.gate_rows} labelled rows" if gated and parity else "validation"
-        shown = f"{fast} scores {metric[fast]:.2f} on {rows} against fp32's {metric['fp32']:.2f}"
-        if metric[fast] >= metric["fp32"] - budget:
-            return Serving(fast, device, f"{shown}: within the {budget:g}-point budget")
-        return Serving("fp32", device, f"{shown}: beyond the {budget:g}-point budget")
+    verdict = parity.verdict(fast, budget) if parity else None
+    if verdict is not None:
+        within, reason = verdict
+        return Serving(fast if within else "fp32", device, reason)
     cosine = parity.min_cosine if parity else {}
-    if fast in cosine and not metric:
+    if fast in cosine and not (parity and parity.validation_metric):
         shown = f"{fast} embeddings' minimum cosine to PyTorch's is {cosine[fast]:.4f}"
         if cosine[fast] >= min_cosine:
             return Serving(fast, device, f"{shown}, at least {min_cosine:g}")

@@ -255,11 +255,14 @@ class JobRunner:
             current = s.scalar(select(Job).where(Job.id == job.id))
             if current is None or current.status != "running":
                 return
-            register_model(s, job, manifest)
-            self._finish(s, current, "succeeded", fine_tuned_model=job.output_model)
+            # the model's row only with the move to `succeeded`: a cancel that came first
+            # wins, and leaves no row behind for a model it removes
+            if self._finish(s, current, "succeeded", fine_tuned_model=job.output_model):
+                register_model(s, job, manifest)
         retention.remove_run(self.home, job.id)
 
-    def _finish(self, s, job: Job, status: str, **values) -> None:
+    def _finish(self, s, job: Job, status: str, **values) -> bool:
+        """Move the job from the status it was read in; False when something moved it first."""
         moved = changed(
             s,
             update(Job)
@@ -267,13 +270,14 @@ class JobRunner:
             .values(status=status, finished_at=now(), settled=True, **values),
         )
         if not moved:
-            return
+            return False
         if status == "succeeded":
             message = f"The job succeeded: {values.get('fine_tuned_model')} is served"
             add_event(s, job.id, message, key="status:succeeded")
         else:
             message = f"The job failed: {(values.get('error') or {}).get('message', '')}"
             add_event(s, job.id, message, key="status:failed", level="error")
+        return True
 
     def _settle_cancelled(self, job: Job) -> None:
         """A cancelled job's Ray Job has ended: nothing of it is served, nothing of it kept."""

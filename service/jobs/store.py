@@ -108,23 +108,31 @@ def create(
 
 
 def _below_limit(s, tenant: str, max_unfinished: int, max_models: int | None) -> None:
-    def count(table, *where) -> int:
-        return s.scalar(select(func.count()).select_from(table).where(*where)) or 0
-
-    unfinished = count(Job, Job.tenant == tenant, Job.status.not_in(TERMINAL))
+    # one statement, so that a job finishing meanwhile (its model row written, its status
+    # moved) is not counted twice
+    unfinished, models = s.execute(
+        select(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.tenant == tenant, Job.status.not_in(TERMINAL))
+            .scalar_subquery(),
+            select(func.count())
+            .select_from(Model)
+            .where(Model.tenant == tenant, Model.shared.is_(False))
+            .scalar_subquery(),
+        )
+    ).one()
     if unfinished >= max_unfinished:
         raise RateLimited(
             f"tenant {tenant!r} has {unfinished} unfinished jobs, the most it may have "
             f"(setting TUNESERVE_MAX_JOBS_PER_TENANT); retry when one finishes",
             param="training_file",
         )
-    models = count(Model, Model.tenant == tenant, Model.shared.is_(False))
     if max_models is not None and models + unfinished >= max_models:
         raise RateLimited(
             f"tenant {tenant!r} keeps {models} models and has {unfinished} unfinished jobs; "
             f"it may keep {max_models} (setting TUNESERVE_MAX_TENANT_MODELS): delete one "
             "first (DELETE /v1/models/{id})",
-            param="model",
         )
 
 

@@ -97,7 +97,8 @@ def test_classification_trains_exports_and_matches_pytorch(home, cls_run):
     assert set(gate) == {"fp32", "int8", "fp16"}
     rows = len(Path(manifest.spec["train_file"]).read_text().splitlines())
     assert manifest.parity.gate_rows == rows  # held out and trained on: all of them
-    assert (manifest.precision == "int8") == (gate["int8"] >= gate["fp32"] - 1.0)
+    assert manifest.parity.validation_rows and manifest.parity.validation_rows < rows
+    assert (manifest.precision == "int8") == manifest.parity.verdict("int8", 1.0)[0]
 
     # the exported graph against PyTorch on other inputs (dynamic batch and length)
     from transformers import AutoModel

@@ -87,6 +87,7 @@ async def delete_model(ctx: Ctx, who: Caller, model_id: str) -> ModelDeleted:
     model an unfinished job starts from cannot be deleted (409) until the job ends."""
     model = await ctx.tenancy.resolve(who, model_id)
     await ctx.db.call(store.refuse_if_in_use, model.manifest.id)
+    ctx.registry.check_deletable(model)  # before its row goes: a refusal changes nothing
     await ctx.tenancy.forget(who, model)
     ctx.registry.delete(model)
     return ModelDeleted(id=model_id)

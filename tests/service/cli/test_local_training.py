@@ -105,3 +105,42 @@ def test_finetune_refuses_bad_data_with_the_line(env, store, tmp_path):
     )
     assert out.returncode == 2
     assert 'bad.jsonl line 3: "text" is missing or empty' in out.stderr
+
+
+def test_an_interrupted_finetune_stops_its_run_and_says_how_to_resume(env, store, tmp_path):
+    """SIGINT to the command alone (as a supervisor sends it; Ctrl-C in a terminal reaches
+    only it too: the run has a process group of its own): the run is stopped, not left
+    training, and the command says how to resume it."""
+    import signal
+    import time
+    from pathlib import Path
+
+    data = classification_file(tmp_path / "cls.jsonl", rows=400)
+    args = ["finetune", "--task", "text-classification", "--train", str(data), "--home",
+            str(store), "--run-id", "cli-interrupted", "--method", "full", "--cv-folds", "0",
+            "--epochs", "50", "--batch-size", "2", "--log-every", "1", "--cpus-per-worker", "0.5"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    log = store / "runs" / "cli-interrupted" / "train.log"
+    deadline = time.monotonic() + 300
+    while not (log.is_file() and '"type":"progress"' in log.read_text()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-2000:] + err[-2000:]
+    assert "run cli-interrupted interrupted; rerun with --run-id cli-interrupted" in err
+    spec = str(store / "runs" / "cli-interrupted" / "spec.json").encode()
+    running = []
+    for p in Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and spec in (p / "cmdline").read_bytes():
+                running.append(p.name)
+        except OSError:
+            continue
+    assert running == []  # its `python -m training` is gone

@@ -220,7 +220,7 @@ def test_a_tenant_keeps_no_more_models_than_its_quota(db, store, tmp_path):
                     limits=LIMITS, tenant="acme")  # fmt: skip
     with db.session() as s:
         for i, (tenant, shared) in enumerate([("acme", False), ("acme", False), ("globex", False),
-                                             (None, True)]):  # fmt: skip
+                                             (None, True), ("acme", True)]):  # fmt: skip
             s.add(Model(id=f"m{i}", tenant=tenant, shared=shared, task="text-classification",
                         base_model="base", spec={}, metrics={}, precision="int8",
                         created_at=now()))  # fmt: skip
