@@ -132,12 +132,16 @@ class Tenancy:
             )
         return model
 
-    async def forget(self, caller: Principal, model: ResolvedModel) -> None:
-        """Drop a model's row, once the caller is known to own it (a tenant may delete only its
-        own models; the admin any). Its folder is the registry's to remove."""
+    async def check_may_delete(self, caller: Principal, model: ResolvedModel) -> None:
+        """A tenant may delete only its own models; the admin any."""
         owner = (await self._owners_of([model.manifest]))[model.manifest.id]
         if caller.scope is not None and (owner.shared or owner.tenant != caller.scope):
             raise Forbidden(f"model {model.id!r} is shared: only the admin key deletes it")
+
+    async def forget(self, caller: Principal, model: ResolvedModel) -> None:
+        """Drop a model's row, once the caller is known to own it. Its folder is the
+        registry's to remove."""
+        await self.check_may_delete(caller, model)
         await self.db.call(_delete_row, model.manifest.id)
         self._owners.pop(model.manifest.id, None)
 

@@ -86,6 +86,7 @@ async def delete_model(ctx: Ctx, who: Caller, model_id: str) -> ModelDeleted:
     """Delete a model: a tenant its own fine-tuned models, the admin any but the base. A
     model an unfinished job starts from cannot be deleted (409) until the job ends."""
     model = await ctx.tenancy.resolve(who, model_id)
+    await ctx.tenancy.check_may_delete(who, model)
     await ctx.db.call(store.refuse_if_in_use, model.manifest.id)
     ctx.registry.check_deletable(model)  # before its row goes: a refusal changes nothing
     await ctx.tenancy.forget(who, model)
