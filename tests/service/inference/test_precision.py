@@ -59,19 +59,20 @@ def test_a_classifiers_gate_rows_decide_over_its_few_validation_rows():
 @pytest.mark.parametrize(
     "held_out, rows, precision",
     [
-        ({"fp32": 87.5, "int8": 75.0}, 16, "fp32"),  # 2 of 16 held-out rows lost: a veto
-        ({"fp32": 93.75, "int8": 91.67}, 48, "int8"),  # 1 of 48: within a row's noise
+        ({"fp32": 87.5, "int8": 56.25}, 16, "fp32"),  # 5 of 16 held-out rows lost: a veto
+        ({"fp32": 87.5, "int8": 62.5}, 16, "int8"),  # 4 of 16: within the noise of 16 rows
+        ({"fp32": 93.75, "int8": 91.67}, 144, "int8"),  # 3 of 144 (TREC, measured)
         ({"fp32": 88.0, "int8": 87.0}, 100, "int8"),  # 1 of 100: within the budget
     ],
 )
-def test_held_out_rows_veto_a_graph_that_loses_more_than_one_of_them(held_out, rows, precision):
+def test_held_out_rows_veto_a_graph_that_loses_five_of_them(held_out, rows, precision):
     manifest = classifier(**held_out, fp16=held_out["fp32"])
     manifest.parity.gate_metric = {"fp32": 97.1, "int8": 96.9, "fp16": 97.1}
     manifest.parity.gate_rows, manifest.parity.validation_rows = 1016, rows
     chosen = choose(manifest, "cpu", budget=1.0, min_cosine=0.95)
     assert chosen.precision == precision, chosen.reason
     if precision == "fp32":
-        assert "2 of its 16 held-out rows lost" in chosen.reason
+        assert "5 of its 16 held-out rows lost" in chosen.reason
 
 
 def test_a_missing_graph_or_metric_falls_back_to_fp32_or_the_exports_choice():
