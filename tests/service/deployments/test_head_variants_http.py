@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import app_on_session, get, metric_total, post, replica_stats, wait_for_metric
+from conftest import app_on_session, get, post, replica_stats, wait_for_metric
 from testdata import write_head_variant
 
 from training import artifacts
@@ -74,8 +74,9 @@ def test_a_burst_for_three_variants_and_their_base_is_one_encoder_pass(url, serv
         metric = f"ray_tuneserve_{name}_total"
         assert wait_for_metric(service_url, metric, heads[stat], **mine) == heads[stat], metric
     assert wait_for_metric(service_url, "ray_tuneserve_head_cache_heads", 3, application=APP) == 3
-    cached = metric_total(service_url, "ray_tuneserve_head_cache_bytes", application=APP)
-    assert cached == heads["bytes"] > 0
+    bytes_ = "ray_tuneserve_head_cache_bytes"
+    assert wait_for_metric(service_url, bytes_, heads["bytes"], application=APP) == heads["bytes"]
+    assert heads["bytes"] > 0
 
 
 def test_one_request_asks_several_variants_and_the_base(url):
