@@ -204,8 +204,8 @@ def _gate(task, spec: Spec, prepared: dict) -> tuple[Any, int, int] | None:
     """A classifier's precision gate: every held-out row and up to GATE_TRAIN_ROWS training
     rows (a seeded sample). It compares graphs of one model, so rows it trained on serve as
     well as new ones: measured on four sets, int8 changed test accuracy by -0.6 to +0.6
-    points where a gate of 16-48 held-out rows saw -2 to +0 (README, Precision and GPUs).
-    The held-out rows still veto a graph that loses more than one of them (verdict)."""
+    points where a gate of 16-144 held-out rows saw -2 to +0 (README, Precision and GPUs).
+    The held-out rows still veto a graph that loses VETO_ROWS of them (ParityReport.verdict)."""
     if spec.task != "text-classification":
         return None  # QA's validation questions number in the hundreds: its F1 is the gate
     train = prepared["train"]
