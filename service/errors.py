@@ -95,6 +95,13 @@ class TooLarge(ServiceError):
     type = "payload_too_large"
 
 
+class TimedOut(ServiceError):
+    """The request ran past the service's limit on one request (uploads included)."""
+
+    status = 408
+    type = "request_timeout"
+
+
 class RateLimited(RetryLater):
     """A per-tenant limit is reached (unfinished jobs): retry when some finish."""
 

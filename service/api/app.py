@@ -59,8 +59,8 @@ def create_app(context: Context | None = None) -> FastAPI:
     if context is not None:
         s = context.settings
         _limits_in_schema(app, s)
-        # added innermost first: the metrics see every answer, the key is checked before the
-        # body is read
+        # added innermost first: the metrics see every answer (a late one too), the key is
+        # checked before the body is read
         app.add_middleware(
             middleware.LimitBody,
             max_bytes=s.max_request_bytes,
@@ -68,6 +68,7 @@ def create_app(context: Context | None = None) -> FastAPI:
             max_upload_bytes=s.max_upload_bytes,
         )
         app.add_middleware(middleware.Authenticate)
+        app.add_middleware(middleware.Deadline, seconds=middleware.deadline_s(s.request_timeout_s))
         app.add_middleware(middleware.RequestMetrics)
     return app
 

@@ -1,4 +1,5 @@
-"""Plain ASGI middleware, outermost first: request metrics, the API key, the body limit.
+"""Plain ASGI middleware, outermost first: request metrics, the deadline, the API key, the
+body limit.
 
 Plain ASGI rather than `@app.middleware("http")`, whose response streaming costs about a
 millisecond a request; and because the key and the size must be checked before any body is
@@ -14,7 +15,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
 from service.deployments.metrics import IngressMetrics
-from service.errors import ServiceError, TooLarge, Unavailable, error_body
+from service.errors import ServiceError, TimedOut, TooLarge, Unavailable, error_body
 
 # the API's paths: ours, and the Hugging Face Inference API's (routes/hf.py)
 API_PREFIXES = ("/v1/", "/hf/")
@@ -65,6 +66,44 @@ class RequestMetrics:
             model = (scope.get("state") or {}).get("model_id", "")
             self._metrics.requests.inc(tags={"route": path, "model": model, "status": str(status)})
             self._metrics.latency.observe(time.perf_counter() - start, tags={"route": path})
+
+
+def deadline_s(request_timeout_s: float) -> float:
+    """Our limit on one request: a few seconds inside Serve's (REQUEST_TIMEOUT_S), so that ours
+    answers first."""
+    return request_timeout_s - min(5.0, request_timeout_s / 10)
+
+
+class Deadline:
+    """Answers a request that runs past `seconds` with the API's JSON error (408), before
+    Serve's own request limit cuts it with a plain-text 408 that no client can parse as ours.
+    A slow upload and a slow answer alike. Once the answer has begun it cannot be replaced:
+    the request is cut, as Serve would."""
+
+    def __init__(self, app, *, seconds: float):
+        self.app, self.seconds = app, seconds
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def watched(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            async with asyncio.timeout(self.seconds) as limit:
+                return await self.app(scope, receive, watched)
+        except TimeoutError:
+            if started or not limit.expired():
+                raise
+        late = TimedOut(
+            f"the request took longer than {self.seconds:g} s, the service's limit on one "
+            "request (setting TUNESERVE_REQUEST_TIMEOUT_S)"
+        )
+        await error_response(late)(scope, receive, send)
 
 
 class Authenticate:
