@@ -17,6 +17,7 @@ from training.heads import (
     cross_validate,
     fit,
     folds,
+    one_standard_error,
     prototype_head,
     scores,
 )
@@ -97,6 +98,20 @@ def test_cross_validation_picks_the_pull_that_generalizes_and_folds_are_stratifi
     one_row = np.array([0, 0, 1, 2, 2])
     assert folds(one_row, 0) == []
     assert cross_validate(x[:5], one_row, right, (1.0,), 0) == (None, {})
+
+
+def test_the_strongest_pull_within_one_standard_error_of_the_best_is_chosen():
+    rng = np.random.default_rng(0)
+    best = rng.uniform(0.2, 0.8, size=16)
+    # 1e-3 is best on average; 1e-1 is worse by less than its paired error (a noisy gap of
+    # 0.01 on rows that disagree by +-0.2), 1.0 worse on every row by far more
+    near = best + 0.01 + np.tile([0.2, -0.2], 8)
+    losses = {1e-3: best, 1e-1: near, 1.0: best + 0.3}
+    assert near.mean() > best.mean() and min(losses, key=lambda k: losses[k].mean()) == 1e-3
+    assert one_standard_error(losses) == 1e-1
+    # the same gap on every row is no noise: the best is chosen
+    assert one_standard_error({1e-3: best, 1e-1: best + 0.01, 1.0: best + 0.3}) == 1e-3
+    assert one_standard_error({1.0: best}) == 1.0
 
 
 def test_the_held_out_split_is_stratified_and_never_tiny():
