@@ -3,6 +3,13 @@ prefix `ray_`, and the ingress's /metrics reads the node's exporter)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+# how often a replica sets its gauges again: under Ray's gauge TTL, two report intervals (2 s in
+# the tests, where RAY_metrics_report_interval_ms is 1000; 20 s by default)
+GAUGE_REFRESH_S = 0.5
 LATENCY_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 
 
@@ -62,6 +69,21 @@ class ReplicaMetrics:
         self.head_bytes = Gauge(
             "tuneserve_head_cache_bytes", description="bytes of the heads this replica holds"
         )
+
+    def keep_head_gauges(self, snapshot: Callable[[], Any]) -> asyncio.Task:
+        """Sets the head cache's gauges from `snapshot()` (heads, bytes) every GAUGE_REFRESH_S
+        for as long as the replica lives. Ray 2.60 forgets a gauge's value that was not set
+        again within two report intervals, so a gauge set only when the cache changed would
+        vanish from /metrics a few seconds after the last request."""
+
+        async def refresh() -> None:
+            while True:
+                now = snapshot()
+                self.heads_loaded.set(now.heads)
+                self.head_bytes.set(now.bytes)
+                await asyncio.sleep(GAUGE_REFRESH_S)
+
+        return asyncio.get_running_loop().create_task(refresh())
 
 
 class IngressMetrics:

@@ -86,6 +86,7 @@ class ModelServer:
         self.metrics = ReplicaMetrics()
         self.heads = HeadCache(self.registry.resolve, max_heads=max_heads, max_bytes=max_head_bytes)
         self._reported = HeadStats()  # what the metrics have counted of self.heads.stats
+        self._gauges = self.metrics.keep_head_gauges(self.heads.snapshot)  # held: not collected
         self._batcher = Batcher(
             self._run_batch, max_tokens=max(batch_tokens, MAX_ITEM_TOKENS), wait_s=batch_wait_s
         )
@@ -175,15 +176,14 @@ class ModelServer:
         return per_call
 
     def _count_heads(self, base: str) -> None:
-        """The head cache's counters since they were last reported, as metrics."""
+        """The head cache's counters since they were last reported, as metrics (its gauges are
+        set by a loop: ReplicaMetrics.keep_head_gauges)."""
         now, was, tags = self.heads.snapshot(), self._reported, {"model": base}
         for name in ("hits", "loads", "applied"):
             if getattr(now, name) > getattr(was, name):
                 getattr(self.metrics, f"head_{name}").inc(
                     getattr(now, name) - getattr(was, name), tags=tags
                 )
-        self.metrics.head_bytes.set(now.bytes)
-        self.metrics.heads_loaded.set(now.heads)
         self._reported = now
 
     def _observe(self, model_id: str, endpoint: str, batch: list[Pending], n: int) -> None:
