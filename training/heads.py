@@ -124,11 +124,6 @@ def folds(y: np.ndarray, seed: int) -> list[np.ndarray]:
     return [np.flatnonzero(fold_of == f) for f in range(k)]
 
 
-def _row_log_loss(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(1, keepdims=True)
-    return np.log(np.exp(z).sum(1)) - z[np.arange(len(y)), y]
-
-
 def one_standard_error(losses: dict[float, np.ndarray]) -> float:
     """The largest l2 (the strongest pull) whose mean loss is within one standard error of the
     lowest mean, the error taken over the rows' paired differences; `losses` holds each l2's
@@ -150,6 +145,9 @@ def cross_validate(
     being `start`). The l2 of `grid` is chosen by one_standard_error on the out-of-fold
     log-loss, and is kept only if it gets more than MARGIN_ROWS rows more right than `start`.
     Without folds (a label with one row) `start` is kept."""
+    import torch
+    import torch.nn.functional as F
+
     parts = folds(y, seed)
     if not parts:
         return None, {}
@@ -161,7 +159,9 @@ def cross_validate(
         for held in parts:
             train = np.setdiff1d(np.arange(len(y)), held)
             logits[held] = fit(x[train], y[train], start, l2).logits(x[held])
-        losses[l2] = _row_log_loss(logits, y)
+        losses[l2] = F.cross_entropy(
+            torch.from_numpy(logits), torch.from_numpy(y.astype(np.int64)), reduction="none"
+        ).numpy()
         pred = logits.argmax(1)
         table[l2] = {
             "accuracy": float((pred == y).mean()),

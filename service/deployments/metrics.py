@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.inference.heads import HeadStats
 
 # how often a replica sets its gauges again: under Ray's gauge TTL, two report intervals (2 s in
 # the tests, where RAY_metrics_report_interval_ms is 1000; 20 s by default)
@@ -70,7 +73,7 @@ class ReplicaMetrics:
             "tuneserve_head_cache_bytes", description="bytes of the heads this replica holds"
         )
 
-    def keep_head_gauges(self, snapshot: Callable[[], Any]) -> asyncio.Task:
+    def keep_head_gauges(self, snapshot: Callable[[], HeadStats]) -> asyncio.Task:
         """Sets the head cache's gauges from `snapshot()` (heads, bytes) every GAUGE_REFRESH_S
         for as long as the replica lives. Ray 2.60 forgets a gauge's value that was not set
         again within two report intervals, so a gauge set only when the cache changed would
