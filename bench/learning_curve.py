@@ -100,7 +100,7 @@ class Curve:
     def head(self, rows: list[int], seed: int) -> tuple[float, float]:
         x, y = self.vectors(rows), self.y_pool[rows]
         started = time.perf_counter()
-        head, _, _ = choose_and_fit(x, y, self.start, L2_GRID, seed)
+        head = choose_and_fit(x, y, self.start, L2_GRID, seed).head
         fit_s = time.perf_counter() - started
         return accuracy(head.predict(self.x_test), self.y_test), fit_s
 

@@ -65,9 +65,10 @@ def run_head(spec: FinetuneSpec, home: Path, *, replace_model: bool = False) -> 
     l2: float | None
     if hp.head_l2:  # as asked: cross-validated only to score it
         l2, table = hp.head_l2, cross_validate(x, y, start, (hp.head_l2,), hp.seed)[1]
-        head = fit(x, y, start, l2)
+        head, estimate = fit(x, y, start, l2), table.get(l2)
     else:
-        head, l2, table = choose_and_fit(x, y, start, L2_GRID, hp.seed)
+        chosen = choose_and_fit(x, y, start, L2_GRID, hp.seed)
+        head, l2, table, estimate = chosen.head, chosen.l2, chosen.table, chosen.scores
     if spec.validation_file:
         # scored on the validation file: the head fitted on every training row, and zero-shot
         valid = read_classification(spec.validation_file)
@@ -80,7 +81,7 @@ def run_head(spec: FinetuneSpec, home: Path, *, replace_model: bool = False) -> 
         evaluated_on = "validation file"
     else:
         # no validation file: every row is scored by a head that did not train on it
-        metrics = table.get(l2) or scores(head, x, y, len(labels))
+        metrics = estimate or scores(head, x, y, len(labels))
         baseline = scores(start, x, y, len(labels))
         evaluated_on = "cross-validation" if table else "training rows"
     if l2 is not None:

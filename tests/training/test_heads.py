@@ -93,8 +93,8 @@ def test_cross_validation_picks_the_pull_that_generalizes_and_folds_are_stratifi
     )
     # a start already right: no trained head beats it by more than a row, so it is kept
     right = prototype_head(np.eye(3, 8, dtype=np.float32))
-    head, l2, table = choose_and_fit(x, y, right, (1e-3, 1e3), seed=0)
-    assert l2 is None and head is right and table[None]["accuracy"] == 1.0
+    chosen = choose_and_fit(x, y, right, (1e-3, 1e3), seed=0)
+    assert chosen.l2 is None and chosen.head is right and chosen.table[None]["accuracy"] == 1.0
     one_row = np.array([0, 0, 1, 2, 2])
     assert folds(one_row, 0) == []
     assert cross_validate(x[:5], one_row, right, (1.0,), 0) == (None, {})
@@ -123,3 +123,24 @@ def test_the_held_out_split_is_stratified_and_never_tiny():
     assert held.labels.count("b") in (2, 3) and "c" not in held.labels  # never a label's last
     assert sorted(kept.texts + held.texts, key=int) == data.texts
     assert set(kept.labels) == {"a", "b", "c"}
+
+
+def test_on_few_rows_the_choice_itself_is_cross_validated():
+    # a start wrong on every class: the choice trains, and its nested score says how well
+    x, y = _blobs(8)
+    wrong = Head(np.roll(np.eye(3, 8), 1, axis=0).astype(np.float32) * 20, np.zeros(3))
+    chosen = choose_and_fit(x, y, wrong, (1e-3, 1e3), seed=0)
+    assert chosen.l2 == 1e-3 and chosen.scores is not None
+    assert chosen.scores["accuracy"] > chosen.table[None]["accuracy"] + 0.5
+    # labels that carry nothing: the plain comparison of the best strength against the start
+    # now and then trains a head by luck; scoring the choice itself (nested) keeps the start
+    # in those draws
+    rng = np.random.default_rng(0)
+    start = Head(rng.normal(size=(2, 16)).astype(np.float32), np.zeros(2))
+    plain = nested = 0
+    for seed in range(30):
+        x = rng.normal(size=(16, 16)).astype(np.float32)
+        y = np.repeat([0, 1], 8)
+        plain += cross_validate(x, y, start, (1e-2, 1.0), seed)[0] is not None
+        nested += choose_and_fit(x, y, start, (1e-2, 1.0), seed).l2 is not None
+    assert plain >= 3 and nested < plain
