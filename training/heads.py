@@ -187,7 +187,8 @@ def nested_scores(
     so on a few rows they flatter the winner (the optimism of selection). Scoring the choice
     itself, as nested cross-validation does, removes that: measured over 100 draws of 8 rows
     a label (README), the trained heads that won the plain comparison lost on the test set in
-    all 15 SST-2 draws where they were kept."""
+    all 15 SST-2 draws where they were kept. A label with 2 rows leaves the inner folds none,
+    so a head trains only from 3 rows in every label."""
     parts = folds(y, seed + 1)
     if not parts:
         return None

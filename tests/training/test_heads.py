@@ -132,6 +132,10 @@ def test_on_few_rows_the_choice_itself_is_cross_validated():
     chosen = choose_and_fit(x, y, wrong, (1e-3, 1e3), seed=0)
     assert chosen.l2 == 1e-3 and chosen.scores is not None
     assert chosen.scores["accuracy"] > chosen.table[None]["accuracy"] + 0.5
+    # with 2 rows a label the choice cannot be scored without the rows it was made on
+    x2, y2 = _blobs(2)
+    assert cross_validate(x2, y2, wrong, (1e-3, 1e3), seed=0)[0] == 1e-3
+    assert choose_and_fit(x2, y2, wrong, (1e-3, 1e3), seed=0).head is wrong
     # labels that carry nothing: the plain comparison of the best strength against the start
     # now and then trains a head by luck; scoring the choice itself (nested) keeps the start
     # in those draws
