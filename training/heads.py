@@ -118,10 +118,15 @@ def scores(head: Head, x: np.ndarray, y: np.ndarray, n_labels: int) -> dict[str,
     return scored(head.predict(x), y, n_labels)
 
 
+def rarest_label_rows(y: np.ndarray) -> int:
+    """Rows of the rarest label present in y."""
+    return int(np.bincount(y)[np.unique(y)].min())
+
+
 def folds(y: np.ndarray, seed: int) -> list[np.ndarray]:
     """Stratified folds (each label spread over them); as many as the rarest label allows,
     at most MAX_FOLDS; none when a label has a single row."""
-    k = min(MAX_FOLDS, int(np.bincount(y)[np.unique(y)].min()))
+    k = min(MAX_FOLDS, rarest_label_rows(y))
     if k < 2:
         return []
     rng = np.random.default_rng(seed)
@@ -218,7 +223,7 @@ def choose_and_fit(
     rarest label, a trained head must also win by more than MARGIN_ROWS in nested_scores."""
     l2, table = cross_validate(x, y, start, grid, seed)
     estimate = table.get(l2)
-    if l2 is not None and np.bincount(y)[np.unique(y)].min() < NESTED_BELOW_ROWS:
+    if l2 is not None and rarest_label_rows(y) < NESTED_BELOW_ROWS:
         nested = nested_scores(x, y, start, grid, seed)
         if nested is None or nested[1] <= MARGIN_ROWS:
             l2, estimate = None, table.get(None)
